@@ -1,0 +1,3 @@
+from fleetjobs.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""HTTP adapters: the AWS REST-JSON protocol, driven by botocore's own service models."""

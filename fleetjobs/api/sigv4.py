@@ -1,0 +1,116 @@
+"""AWS Signature Version 4 verification.
+
+The signature is recomputed with botocore's own ``SigV4Auth`` over exactly the bytes that
+arrived (raw path, raw query string, signed headers, body), so whatever boto3 and the CLI
+sign is what we check; nothing is re-encoded on the way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from fleetjobs.domain.errors import AuthError
+
+MAX_SKEW_SECONDS = 15 * 60
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    access_key_id: str
+    service: str
+    region: str
+
+
+def _parse_authorization(value: str) -> dict[str, str]:
+    algo, _, rest = value.partition(" ")
+    if algo != "AWS4-HMAC-SHA256":
+        raise AuthError("IncompleteSignatureException", f"Unsupported authorization type: {algo}", 400)
+    fields: dict[str, str] = {}
+    for part in rest.split(","):
+        k, _, v = part.strip().partition("=")
+        fields[k] = v
+    for required in ("Credential", "SignedHeaders", "Signature"):
+        if not fields.get(required):
+            raise AuthError(
+                "IncompleteSignatureException",
+                f"Authorization header requires '{required}' parameter. Authorization={value}",
+                400,
+            )
+    return fields
+
+
+def verify(
+    *,
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    credentials: Mapping[str, str],
+    now: float,
+) -> SignedRequest:
+    """Check a request's signature; raise ``AuthError`` with the AWS error code otherwise."""
+    auth = headers.get("authorization")
+    if not auth:
+        raise AuthError("MissingAuthenticationTokenException", "Missing Authentication Token")
+    fields = _parse_authorization(auth)
+    scope = fields["Credential"].split("/")
+    if len(scope) != 5 or scope[4] != "aws4_request":
+        raise AuthError("IncompleteSignatureException", f"Credential scope is malformed: {fields['Credential']}", 400)
+    akid, datestamp, region, service, _ = scope
+    secret = credentials.get(akid)
+    if secret is None:
+        raise AuthError("UnrecognizedClientException", "The security token included in the request is invalid.")
+    amz_date = headers.get("x-amz-date")
+    if not amz_date:
+        raise AuthError(
+            "IncompleteSignatureException",
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
+            400,
+        )
+    try:
+        signed_at = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        raise AuthError("IncompleteSignatureException", f"Invalid X-Amz-Date: {amz_date}", 400) from None
+    if not amz_date.startswith(datestamp):
+        raise AuthError(
+            "InvalidSignatureException",
+            "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP",
+        )
+    if abs(now - signed_at) > MAX_SKEW_SECONDS:
+        now_s = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        raise AuthError(
+            "InvalidSignatureException",
+            f"Signature expired: {amz_date} is now earlier than {now_s} ({now_s} - 15 min.)"
+            if signed_at < now
+            else f"Signature not yet current: {amz_date} is still later than {now_s} ({now_s} + 15 min.)",
+        )
+
+    signed_names = fields["SignedHeaders"].split(";")
+    request_headers = {}
+    for name in signed_names:
+        if name not in headers:
+            raise AuthError("InvalidSignatureException", f"Signed header '{name}' is missing from the request")
+        request_headers[name] = headers[name]
+    url = f"http://{headers.get('host', 'localhost')}{raw_path}"
+    if raw_query:
+        url += f"?{raw_query}"
+    request = AWSRequest(method=method, url=url, headers=request_headers, data=body)
+    request.context["timestamp"] = amz_date
+    signer = SigV4Auth(Credentials(akid, secret), service, region)
+    canonical = signer.canonical_request(request)
+    expected = signer.signature(signer.string_to_sign(request, canonical), request)
+    if not hmac.compare_digest(expected, fields["Signature"]):
+        raise AuthError(
+            "InvalidSignatureException",
+            "The request signature we calculated does not match the signature you provided. "
+            "Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
+        )
+    return SignedRequest(akid, service, region)

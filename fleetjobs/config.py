@@ -1,0 +1,90 @@
+"""Settings from flags, ``FLEETJOBS_*`` environment variables, or a TOML config file.
+
+Precedence: command-line flag > environment > config file > default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import string
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "fleetjobs"
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8090
+    data_dir: Path = field(default_factory=default_data_dir)
+    database_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    region: str = "us-east-1"
+    account_id: str = "123456789012"
+    log_level: str = "info"
+
+    @classmethod
+    def load(cls, flags: dict[str, Any], env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        merged: dict[str, Any] = {}
+        config_file = flags.get("config") or env.get("FLEETJOBS_CONFIG")
+        if config_file:
+            with open(config_file, "rb") as fh:
+                doc = tomllib.load(fh)
+            merged.update({k.replace("-", "_"): v for k, v in doc.items()})
+        for f in fields(cls):
+            value = env.get(f"FLEETJOBS_{f.name.upper()}")
+            if value is not None and value != "":
+                merged[f.name] = value
+        merged.update({k: v for k, v in flags.items() if v is not None and k != "config"})
+        known = {f.name for f in fields(cls)}
+        unknown = set(merged) - known
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        s = cls(**merged)
+        s.port = int(s.port)
+        s.data_dir = Path(s.data_dir).expanduser()
+        return s
+
+
+@dataclass(frozen=True)
+class AccessKey:
+    access_key_id: str
+    secret_access_key: str
+    generated: bool = False
+
+
+def resolve_access_key(settings: Settings) -> AccessKey:
+    """Use the configured key pair, or the one generated on a first start (kept in the data dir)."""
+    if settings.access_key_id or settings.secret_access_key:
+        if not (settings.access_key_id and settings.secret_access_key):
+            raise ValueError("set both --access-key-id and --secret-access-key, or neither")
+        return AccessKey(settings.access_key_id, settings.secret_access_key)
+    path = settings.data_dir / "credentials.json"
+    if path.exists():
+        doc = json.loads(path.read_text())
+        return AccessKey(doc["accessKeyId"], doc["secretAccessKey"])
+    alphabet = string.ascii_uppercase + string.digits
+    key = AccessKey(
+        "FJ" + "".join(secrets.choice(alphabet) for _ in range(18)),
+        secrets.token_urlsafe(30)[:40],
+        generated=True,
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"accessKeyId": key.access_key_id, "secretAccessKey": key.secret_access_key}, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return key

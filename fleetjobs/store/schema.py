@@ -1,0 +1,154 @@
+"""Tables.  Times are epoch seconds (float) because that is what every AWS plane speaks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for 100k+ fan-outs.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+Epoch = Float(precision=53)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Thing(Base):
+    __tablename__ = "things"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    thing_name: Mapped[str] = mapped_column(String(128), unique=True)
+    thing_id: Mapped[str] = mapped_column(String(64))
+    thing_type_name: Mapped[str | None] = mapped_column(String(128), index=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON)
+    billing_group_name: Mapped[str | None] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[float] = mapped_column(Epoch)
+
+
+class ThingType(Base):
+    __tablename__ = "thing_types"
+    thing_type_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    thing_type_id: Mapped[str] = mapped_column(String(64))
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON)
+    deprecated: Mapped[bool] = mapped_column(Boolean, default=False)
+    deprecation_date: Mapped[float | None] = mapped_column(Epoch)
+    created_at: Mapped[float] = mapped_column(Epoch)
+    tags: Mapped[list[Any]] = mapped_column(JSON)
+
+
+class ThingGroup(Base):
+    __tablename__ = "thing_groups"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    group_name: Mapped[str] = mapped_column(String(128), unique=True)
+    group_id: Mapped[str] = mapped_column(String(64), unique=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("thing_groups.id"), index=True)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[float] = mapped_column(Epoch)
+    tags: Mapped[list[Any]] = mapped_column(JSON)
+    # Dynamic groups (fleet-index query); NULL for static groups.
+    query_string: Mapped[str | None] = mapped_column(Text)
+    index_name: Mapped[str | None] = mapped_column(String(128))
+    query_version: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str | None] = mapped_column(String(32))
+
+
+class ThingGroupMember(Base):
+    __tablename__ = "thing_group_members"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("thing_groups.id", ondelete="CASCADE"))
+    thing_id: Mapped[int] = mapped_column(ForeignKey("things.id", ondelete="CASCADE"), index=True)
+    __table_args__ = (UniqueConstraint("group_id", "thing_id"),)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    target_selection: Mapped[str] = mapped_column(String(16))
+    targets: Mapped[list[Any]] = mapped_column(JSON)
+    document: Mapped[str | None] = mapped_column(Text)
+    document_source: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    namespace_id: Mapped[str | None] = mapped_column(String(64))
+    job_template_arn: Mapped[str | None] = mapped_column(Text)
+    # The remaining CreateJob input members, stored verbatim (camelCase, as AWS returns them).
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    tags: Mapped[list[Any]] = mapped_column(JSON)
+    reason_code: Mapped[str | None] = mapped_column(String(128))
+    comment: Mapped[str | None] = mapped_column(Text)
+    force_canceled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # NULL once the rollout has reached every target (never an empty list).
+    processing_targets: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))
+    created_at: Mapped[float] = mapped_column(Epoch)
+    last_updated_at: Mapped[float] = mapped_column(Epoch)
+    completed_at: Mapped[float | None] = mapped_column(Epoch)
+    # Per-status execution counters, maintained in the same transaction as every status change.
+    n_queued: Mapped[int] = mapped_column(BigInteger, default=0)
+    n_in_progress: Mapped[int] = mapped_column(BigInteger, default=0)
+    n_succeeded: Mapped[int] = mapped_column(BigInteger, default=0)
+    n_failed: Mapped[int] = mapped_column(BigInteger, default=0)
+    n_rejected: Mapped[int] = mapped_column(BigInteger, default=0)
+    n_canceled: Mapped[int] = mapped_column(BigInteger, default=0)
+    n_removed: Mapped[int] = mapped_column(BigInteger, default=0)
+    n_timed_out: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class JobTarget(Base):
+    """Resolved group targets of a job, for ListJobs' thingGroupName/thingGroupId filters."""
+
+    __tablename__ = "job_targets"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id", ondelete="CASCADE"), index=True)
+    target_arn: Mapped[str] = mapped_column(Text)
+    group_name: Mapped[str | None] = mapped_column(String(128), index=True)
+    group_id: Mapped[str | None] = mapped_column(String(64), index=True)
+
+
+class JobExecution(Base):
+    __tablename__ = "job_executions"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id", ondelete="CASCADE"))
+    thing_name: Mapped[str] = mapped_column(String(128))
+    execution_number: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    status_details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    queued_at: Mapped[float] = mapped_column(Epoch)
+    started_at: Mapped[float | None] = mapped_column(Epoch)
+    last_updated_at: Mapped[float] = mapped_column(Epoch)
+    version_number: Mapped[int] = mapped_column(BigInteger)
+    force_canceled: Mapped[bool] = mapped_column(Boolean, default=False)
+    retry_attempt: Mapped[int] = mapped_column(Integer, default=0)
+    # Absolute deadlines (epoch seconds) of the in-progress and step timers.
+    in_progress_deadline: Mapped[float | None] = mapped_column(Epoch)
+    step_deadline: Mapped[float | None] = mapped_column(Epoch)
+    __table_args__ = (
+        UniqueConstraint("job_id", "thing_name", "execution_number"),
+        Index("ix_job_executions_job_status", "job_id", "status", "id"),
+        Index("ix_job_executions_thing_status", "thing_name", "status", "queued_at"),
+    )
+
+
+class JobTemplate(Base):
+    __tablename__ = "job_templates"
+    job_template_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(Text)
+    document: Mapped[str | None] = mapped_column(Text)
+    document_source: Mapped[str | None] = mapped_column(Text)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    tags: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Epoch)
