@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from fleetjobs import __version__
-from fleetjobs.config import Settings
+from fleetjobs.config import LOG_LEVELS, Settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,23 +31,39 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         help="run the fleetjobs server",
         description=(
-            "Run the server: the AWS IoT control plane (REST-JSON, SigV4) on --port. With no "
+            "Run the server: the AWS IoT control plane ('iot', REST-JSON) and the device HTTPS API "
+            "('iot-jobs-data') on one port, both authenticated with AWS Signature Version 4. With no "
             "--database-url it keeps its state in SQLite under --data-dir (zero setup); give a "
             "postgresql:// URL to share one database between several instances."
         ),
+        epilog=(
+            "Each option can also be set with the environment variable shown, or in the TOML file "
+            "given with --config (or FLEETJOBS_CONFIG), keyed by the option name: port = 8090, "
+            'database_url = "postgresql://...". A flag wins over the environment, which wins over '
+            "the file, which wins over the default."
+        ),
     )
-    s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=int, help="HTTP port (default 8090)")
-    s.add_argument(
-        "--data-dir", help="where SQLite, generated keys and artifacts live (default ~/.local/share/fleetjobs)"
+
+    def option(flag: str, help: str, **kw: object) -> None:
+        env = "FLEETJOBS_" + flag.lstrip("-").replace("-", "_").upper()
+        s.add_argument(flag, help=f"{help} [env {env}]", **kw)  # type: ignore[arg-type]
+
+    d = Settings()
+    option("--host", f"address to listen on (default {d.host}; 0.0.0.0 for every interface)")
+    option("--port", f"HTTP port (default {d.port})", type=int)
+    option("--data-dir", "where the SQLite database and generated keys live (default ~/.local/share/fleetjobs)")
+    option("--database-url", "postgresql://user:password@host/db to use PostgreSQL instead of SQLite")
+    option("--access-key-id", "access key id that requests must be signed with")
+    option(
+        "--secret-access-key",
+        "its secret key; give both or neither: without them a pair is generated on the first start, "
+        "kept in DATA_DIR/credentials.json and printed",
     )
-    s.add_argument("--database-url", help="postgresql://user@host/db to use PostgreSQL instead of SQLite")
-    s.add_argument("--access-key-id", help="access key id that requests must be signed with")
-    s.add_argument("--secret-access-key", help="its secret; without either, a pair is generated on first start")
-    s.add_argument("--region", help="region used in ARNs (default us-east-1)")
-    s.add_argument("--account-id", help="account id used in ARNs (default 123456789012)")
-    s.add_argument("--log-level", help="debug, info, warning, error (default info)")
-    s.add_argument("--config", help="TOML configuration file")
+    option("--region", f"region used in ARNs (default {d.region})")
+    option("--account-id", f"account id used in ARNs (default {d.account_id})")
+    option("--log-level", f"one of {', '.join(LOG_LEVELS)} (default {d.log_level})")
+    option("--config", "TOML configuration file")
+    s.set_defaults(subparser=s)
     return p
 
 
@@ -60,9 +76,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         from fleetjobs.server import serve
 
-        flags = {k: v for k, v in vars(args).items() if k != "command"}
+        flags = {k: v for k, v in vars(args).items() if k not in ("command", "subparser")}
         try:
             settings = Settings.load(flags)
         except (ValueError, OSError) as e:
-            parser.error(str(e))
+            args.subparser.error(str(e))
         serve(settings)

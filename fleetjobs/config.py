@@ -10,13 +10,17 @@ import os
 import secrets
 import string
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+
+def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "fleetjobs"
 
 
@@ -50,9 +54,18 @@ class Settings:
         unknown = set(merged) - known
         if unknown:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        merged.setdefault("data_dir", default_data_dir(env))
         s = cls(**merged)
-        s.port = int(s.port)
+        try:
+            s.port = int(s.port)
+        except (TypeError, ValueError):
+            raise ValueError(f"port must be a number, not {s.port!r}") from None
         s.data_dir = Path(s.data_dir).expanduser()
+        s.log_level = str(s.log_level).lower()
+        if s.log_level not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {s.log_level!r}")
+        if bool(s.access_key_id) != bool(s.secret_access_key):
+            raise ValueError("set both access_key_id and secret_access_key, or neither (to use generated keys)")
         return s
 
 
@@ -71,8 +84,7 @@ def resolve_access_key(settings: Settings) -> AccessKey:
         return AccessKey(settings.access_key_id, settings.secret_access_key)
     path = settings.data_dir / "credentials.json"
     if path.exists():
-        doc = json.loads(path.read_text())
-        return AccessKey(doc["accessKeyId"], doc["secretAccessKey"])
+        return _read_key(path)
     alphabet = string.ascii_uppercase + string.digits
     key = AccessKey(
         "FJ" + "".join(secrets.choice(alphabet) for _ in range(18)),
@@ -80,11 +92,27 @@ def resolve_access_key(settings: Settings) -> AccessKey:
         generated=True,
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"accessKeyId": key.access_key_id, "secretAccessKey": key.secret_access_key}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    # Written whole to a private temporary file, then linked into place: os.link refuses to
+    # overwrite, so when several instances start at once on a fresh data dir exactly one pair
+    # wins and every instance uses it.
+    tmp = path.with_name(f".credentials.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"accessKeyId": key.access_key_id, "secretAccessKey": key.secret_access_key}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return _read_key(path)
+        except OSError:  # a file system without hard links: last writer wins
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return key
+
+
+def _read_key(path: Path) -> AccessKey:
+    doc = json.loads(path.read_text())
+    return AccessKey(doc["accessKeyId"], doc["secretAccessKey"])

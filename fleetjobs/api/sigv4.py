@@ -8,12 +8,14 @@ sign is what we check; nothing is re-encoded on the way.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.compat import HTTPHeaders
 from botocore.credentials import Credentials
 
 from fleetjobs.domain.errors import AuthError
@@ -26,6 +28,25 @@ class SignedRequest:
     access_key_id: str
     service: str
     region: str
+
+
+class _Verifier(SigV4Auth):
+    """botocore's signer, but over exactly the headers the client says it signed.
+
+    ``SigV4Auth.headers_to_sign`` leaves out ``user-agent``, ``expect`` and ``transfer-encoding``
+    (botocore never signs them), but other SDKs do: the AWS SDK for Java v1 signs ``User-Agent``.
+    The client's ``SignedHeaders`` list is the truth, so the canonical request is built from it.
+    """
+
+    def __init__(self, credentials: Credentials, service: str, region: str, signed_names: list[str]) -> None:
+        super().__init__(credentials, service, region)
+        self._signed_names = signed_names
+
+    def headers_to_sign(self, request: AWSRequest) -> HTTPHeaders:
+        header_map = HTTPHeaders()
+        for name in self._signed_names:
+            header_map[name] = request.headers[name]
+        return header_map
 
 
 def _parse_authorization(value: str) -> dict[str, str]:
@@ -93,21 +114,28 @@ def verify(
             else f"Signature not yet current: {amz_date} is still later than {now_s} ({now_s} + 15 min.)",
         )
 
-    signed_names = fields["SignedHeaders"].split(";")
+    signed_names = [name.strip().lower() for name in fields["SignedHeaders"].split(";")]
     request_headers = {}
     for name in signed_names:
         if name not in headers:
             raise AuthError("InvalidSignatureException", f"Signed header '{name}' is missing from the request")
         request_headers[name] = headers[name]
+    # botocore trusts a request's x-amz-content-sha256 header in place of hashing the body, so a
+    # body swapped after signing would pass if we let it: the header must describe this body.
+    declared = headers.get("x-amz-content-sha256")
+    if declared is not None and declared.strip().lower() != hashlib.sha256(body).hexdigest():
+        raise AuthError(
+            "InvalidSignatureException", "The provided 'x-amz-content-sha256' header does not match what was computed."
+        )
     url = f"http://{headers.get('host', 'localhost')}{raw_path}"
     if raw_query:
         url += f"?{raw_query}"
     request = AWSRequest(method=method, url=url, headers=request_headers, data=body)
     request.context["timestamp"] = amz_date
-    signer = SigV4Auth(Credentials(akid, secret), service, region)
+    signer = _Verifier(Credentials(akid, secret), service, region, signed_names)
     canonical = signer.canonical_request(request)
     expected = signer.signature(signer.string_to_sign(request, canonical), request)
-    if not hmac.compare_digest(expected, fields["Signature"]):
+    if not hmac.compare_digest(expected.encode(), fields["Signature"].encode("utf-8", "replace")):
         raise AuthError(
             "InvalidSignatureException",
             "The request signature we calculated does not match the signature you provided. "

@@ -1,10 +1,205 @@
-"""JobTemplates: service-layer operations (see the botocore iot model for each operation's shapes)."""
+"""Custom job templates: CreateJobTemplate, DescribeJobTemplate, ListJobTemplates, DeleteJobTemplate.
+
+A template is a stored, reusable set of CreateJob members (JOBS_API.md §1.3).  The jobs service
+reads one through :meth:`JobTemplates.template_for_job` inside its own transaction, so a
+template deleted concurrently cannot leave a half-inherited job.  Nothing is cached in-process:
+several server processes may share one PostgreSQL database.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fleetjobs.domain import job_config
+from fleetjobs.domain.arns import parse_arn
+from fleetjobs.domain.errors import Conflict, InvalidRequest, ResourceNotFound
 from fleetjobs.service.context import ServiceContext
+from fleetjobs.service.pagination import compact, decode_token, page, page_size
+from fleetjobs.store.schema import Job, JobTemplate
+
+T = JobTemplate.__table__
+J = Job.__table__
+
+# Configuration members a template stores in its ``config`` column (camelCase, as AWS returns them).
+TEMPLATE_CONFIG_MEMBERS = (
+    "presignedUrlConfig",
+    "jobExecutionsRolloutConfig",
+    "abortConfig",
+    "timeoutConfig",
+    "jobExecutionsRetryConfig",
+    "maintenanceWindows",
+    "destinationPackageVersions",
+)
+# Members copied from a job's stored CreateJob configuration when a template is made from ``jobArn``;
+# maintenance windows come out of its ``schedulingConfig`` (a template has no start/end times).
+_JOB_CONFIG_MEMBERS = tuple(m for m in TEMPLATE_CONFIG_MEMBERS if m != "maintenanceWindows")
 
 
 class JobTemplates:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+
+    # -- operations --------------------------------------------------------------------------------
+
+    async def create_job_template(self, req: dict[str, Any]) -> dict[str, Any]:
+        job_config.validate_template_request(req)
+        template_id = req["jobTemplateId"]
+        now = self.ctx.clock.now()
+        async with self.ctx.db.write() as conn:
+            if await conn.scalar(select(T.c.job_template_id).where(T.c.job_template_id == template_id)):
+                raise self._exists(template_id)
+            content = dict(req)
+            if req.get("jobArn"):
+                content = await self._content_from_job(conn, req)
+                # Re-check the combination: the job's members plus this request's overrides.
+                job_config.validate_template_request(content)
+            try:
+                await conn.execute(
+                    insert(T).values(
+                        job_template_id=template_id,
+                        description=content["description"],
+                        document=content.get("document"),
+                        document_source=content.get("documentSource"),
+                        config={m: content[m] for m in TEMPLATE_CONFIG_MEMBERS if content.get(m) is not None},
+                        tags=req.get("tags") or [],
+                        created_at=now,
+                    )
+                )
+            except IntegrityError:
+                # Another process created the same id between our check and the insert.
+                raise self._exists(template_id) from None
+        return {"jobTemplateArn": self.ctx.partition.job_template(template_id), "jobTemplateId": template_id}
+
+    async def describe_job_template(self, req: dict[str, Any]) -> dict[str, Any]:
+        template_id = req["jobTemplateId"]
+        async with self.ctx.db.read() as conn:
+            row = (await conn.execute(select(T).where(T.c.job_template_id == template_id))).first()
+        if row is None:
+            raise self._not_found(template_id)
+        config = row.config or {}
+        return compact(
+            {
+                "jobTemplateArn": self.ctx.partition.job_template(row.job_template_id),
+                "jobTemplateId": row.job_template_id,
+                "description": row.description,
+                "documentSource": row.document_source,
+                "document": row.document,
+                "createdAt": row.created_at,
+                **{m: config.get(m) for m in TEMPLATE_CONFIG_MEMBERS},
+            }
+        )
+
+    async def list_job_templates(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Newest first, like ListJobs; the token is the (createdAt, id) of the last row returned."""
+        size = page_size(req)
+        after = decode_token(req.get("nextToken"))
+        q = select(T.c.job_template_id, T.c.description, T.c.created_at)
+        if after is not None:
+            if not (isinstance(after, list) and len(after) == 2 and isinstance(after[1], str)):
+                raise InvalidRequest("The nextToken is invalid")
+            created, template_id = after
+            q = q.where(
+                or_(T.c.created_at < created, and_(T.c.created_at == created, T.c.job_template_id > template_id))
+            )
+        q = q.order_by(T.c.created_at.desc(), T.c.job_template_id).limit(size + 1)
+        async with self.ctx.db.read() as conn:
+            rows = (await conn.execute(q)).all()
+        rows, token = page(rows, size, lambda r: [r.created_at, r.job_template_id])
+        summaries = [
+            compact(
+                {
+                    "jobTemplateArn": self.ctx.partition.job_template(r.job_template_id),
+                    "jobTemplateId": r.job_template_id,
+                    "description": r.description,
+                    "createdAt": r.created_at,
+                }
+            )
+            for r in rows
+        ]
+        return {"jobTemplates": summaries, "nextToken": token}
+
+    async def delete_job_template(self, req: dict[str, Any]) -> None:
+        """Jobs created from the template keep their copy of its members and its ARN."""
+        template_id = req["jobTemplateId"]
+        async with self.ctx.db.write() as conn:
+            result = await conn.execute(delete(T).where(T.c.job_template_id == template_id))
+            if result.rowcount == 0:
+                raise self._not_found(template_id)
+
+    # -- for the jobs service ----------------------------------------------------------------------
+
+    async def template_for_job(self, conn: AsyncConnection, job_template_arn: str) -> dict[str, Any]:
+        """The CreateJob members a job created from ``job_template_arn`` inherits.
+
+        Runs on the caller's connection so that the read belongs to its CreateJob transaction.
+        Members the template does not set are absent; the caller lets the request override any.
+        """
+        arn = parse_arn(job_template_arn)
+        if arn.resource_type != "jobtemplate":
+            raise InvalidRequest(f"{job_template_arn} is not a job template ARN.")
+        if arn.account == "":
+            # AWS managed templates (arn:aws:iot:<region>::jobtemplate/<name>:<version>) are not served yet.
+            raise ResourceNotFound(f"The managed job template {arn.resource_id} does not exist.")
+        if arn.account != self.ctx.partition.account or arn.region != self.ctx.partition.region:
+            raise InvalidRequest(f"{job_template_arn} is not a job template of this account and region.")
+        row = (await conn.execute(select(T).where(T.c.job_template_id == arn.resource_id))).first()
+        if row is None:
+            raise self._not_found(arn.resource_id)
+        config = row.config or {}
+        inherited: dict[str, Any] = {
+            "document": row.document,
+            "documentSource": row.document_source,
+            "description": row.description,
+            **{m: config.get(m) for m in _JOB_CONFIG_MEMBERS},
+        }
+        if config.get("maintenanceWindows"):
+            inherited["schedulingConfig"] = {"maintenanceWindows": config["maintenanceWindows"]}
+        return compact(inherited)
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    async def _content_from_job(self, conn: AsyncConnection, req: dict[str, Any]) -> dict[str, Any]:
+        """The request with the document and configuration of the job named by ``jobArn`` filled in.
+
+        Members given in the request win over the job's, so a template can start from a job and
+        change, say, its timeout.
+        """
+        job_arn = req["jobArn"]
+        try:
+            arn = parse_arn(job_arn)
+        except InvalidRequest:
+            raise InvalidRequest(f"{job_arn} is not a valid job ARN.") from None
+        if arn.resource_type != "job":
+            raise InvalidRequest(f"{job_arn} is not a job ARN.")
+        if arn.account != self.ctx.partition.account or arn.region != self.ctx.partition.region:
+            raise InvalidRequest(f"{job_arn} is not a job of this account and region.")
+        job = (
+            await conn.execute(
+                select(J.c.document, J.c.document_source, J.c.config).where(J.c.job_id == arn.resource_id)
+            )
+        ).first()
+        if job is None:
+            raise ResourceNotFound(f"Job {arn.resource_id} does not exist.")
+        job_config_members = job.config or {}
+        content: dict[str, Any] = {
+            "document": job.document,
+            "documentSource": job.document_source,
+            **{m: job_config_members.get(m) for m in _JOB_CONFIG_MEMBERS},
+            "maintenanceWindows": (job_config_members.get("schedulingConfig") or {}).get("maintenanceWindows"),
+        }
+        for member, value in req.items():
+            if member != "jobArn" and value is not None:
+                content[member] = value
+        return compact(content)
+
+    @staticmethod
+    def _exists(template_id: str) -> Conflict:
+        return Conflict(f"Job template {template_id} already exists.", resourceId=template_id)
+
+    @staticmethod
+    def _not_found(template_id: str) -> ResourceNotFound:
+        return ResourceNotFound(f"Job template {template_id} does not exist.")

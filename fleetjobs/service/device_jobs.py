@@ -1,0 +1,233 @@
+"""The device side of the execution state machine (iot-jobs-data; the MQTT gateway reuses it).
+
+Both device APIs (HTTPS and MQTT) call these methods, so a transition is legal or illegal in
+exactly one place (``domain.execution_state``) and every change keeps the job counters,
+version numbers and timers consistent.  Concurrent updates of one execution are decided by a
+conditional UPDATE on ``version_number``: of two racing writers, exactly one wins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fleetjobs.domain.errors import InvalidRequest, InvalidStateTransition, ResourceNotFound, VersionConflict
+from fleetjobs.domain.execution_state import IN_PROGRESS, QUEUED, TERMINAL, device_transition_allowed
+from fleetjobs.service.context import ServiceContext
+from fleetjobs.service.execution_moves import adjust_counters, complete_finished_jobs
+from fleetjobs.service.executions import Executions
+from fleetjobs.service.pagination import compact
+from fleetjobs.store.schema import Job, JobExecution
+
+E = JobExecution.__table__
+J = Job.__table__
+
+NEXT = "$next"
+MAX_DETAILS = 10
+MAX_DETAIL_VALUE = 1024
+MAX_STEP_MINUTES = 10080
+
+
+def check_status_details(details: dict[str, str] | None) -> None:
+    if details is None:
+        return
+    if len(details) > MAX_DETAILS:
+        raise InvalidRequest(f"statusDetails can have at most {MAX_DETAILS} name/value pairs")
+    for key, value in details.items():
+        if len(value) > MAX_DETAIL_VALUE:
+            raise InvalidRequest(f"statusDetails value of '{key}' is longer than {MAX_DETAIL_VALUE} characters")
+
+
+def check_step_timeout(minutes: int | None, *, allow_cancel: bool) -> None:
+    if minutes is None or (allow_cancel and minutes == -1):
+        return
+    if not 1 <= minutes <= MAX_STEP_MINUTES:
+        raise InvalidRequest(
+            f"stepTimeoutInMinutes must be between 1 and {MAX_STEP_MINUTES}" + (" or -1" if allow_cancel else "")
+        )
+
+
+class DeviceJobs:
+    def __init__(self, ctx: ServiceContext, executions: Executions) -> None:
+        self.ctx = ctx
+        self.executions = executions
+
+    async def get_pending_job_executions(self, req: dict[str, Any]) -> dict[str, Any]:
+        async with self.ctx.db.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(E)
+                    .where(E.c.thing_name == req["thingName"], E.c.status.in_((QUEUED, IN_PROGRESS)))
+                    .order_by(E.c.queued_at, E.c.id)
+                )
+            ).all()
+        summary = self._summary
+        return {
+            "inProgressJobs": [summary(r) for r in rows if r.status == IN_PROGRESS],
+            "queuedJobs": [summary(r) for r in rows if r.status == QUEUED],
+        }
+
+    async def start_next_pending_job_execution(self, req: dict[str, Any]) -> dict[str, Any]:
+        check_status_details(req.get("statusDetails"))
+        check_step_timeout(req.get("stepTimeoutInMinutes"), allow_cancel=False)
+        now = self.ctx.clock.now()
+        async with self.ctx.db.write() as conn:
+            row = await self._next_pending(conn, req["thingName"], for_update=True)
+            if row is None:
+                return {}
+            if row.status == QUEUED:
+                row = await self._transition(
+                    conn, row, IN_PROGRESS, now, req.get("statusDetails"), req.get("stepTimeoutInMinutes")
+                )
+            document = await self._document(conn, row.job_id)
+        return {"execution": self._execution(row, document)}
+
+    async def describe_job_execution(self, req: dict[str, Any]) -> dict[str, Any]:
+        async with self.ctx.db.read() as conn:
+            if req["jobId"] == NEXT:
+                row = await self._next_pending(conn, req["thingName"])
+                if row is None:
+                    raise ResourceNotFound(f"No pending job execution for thing {req['thingName']}.")
+            else:
+                row = await self.executions.latest(conn, req["jobId"], req["thingName"], req.get("executionNumber"))
+            document = await self._document(conn, row.job_id) if req.get("includeJobDocument", True) else None
+        return {"execution": self._execution(row, document)}
+
+    async def update_job_execution(self, req: dict[str, Any]) -> dict[str, Any]:
+        status = req["status"]
+        check_status_details(req.get("statusDetails"))
+        step = req.get("stepTimeoutInMinutes")
+        check_step_timeout(step, allow_cancel=True)
+        now = self.ctx.clock.now()
+        async with self.ctx.db.write() as conn:
+            row = await self.executions.latest(
+                conn, req["jobId"], req["thingName"], req.get("executionNumber"), for_update=True
+            )
+            expected = req.get("expectedVersion")
+            if expected is not None and int(expected) != row.version_number:
+                raise VersionConflict(
+                    f"The expected version {expected} does not match the current version {row.version_number}.",
+                    executionState=self._state(row),
+                )
+            if status not in ("IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED"):
+                raise InvalidRequest(f"A device cannot set the status of a job execution to {status}.")
+            if not device_transition_allowed(row.status, status):
+                raise InvalidStateTransition(
+                    f"Job execution {row.job_id} on {row.thing_name} is {row.status} and cannot become {status}.",
+                    executionState=self._state(row),
+                )
+            row = await self._transition(conn, row, status, now, req.get("statusDetails"), step)
+            document = await self._document(conn, row.job_id) if req.get("includeJobDocument") else None
+        result: dict[str, Any] = {}
+        if req.get("includeJobExecutionState"):
+            result["executionState"] = self._state(row)
+        if document is not None:
+            result["jobDocument"] = document
+        return result
+
+    # -- the one place an execution changes status on a device's word ----------------------------
+
+    async def _transition(
+        self,
+        conn: AsyncConnection,
+        row: Any,
+        status: str,
+        now: float,
+        details: dict[str, str] | None,
+        step_minutes: int | None,
+    ) -> Any:
+        values: dict[str, Any] = {"status": status, "last_updated_at": now, "version_number": row.version_number + 1}
+        if details is not None:
+            values["status_details"] = details
+        if status == IN_PROGRESS:
+            in_progress_deadline = row.in_progress_deadline
+            if row.status == QUEUED:
+                values["started_at"] = now
+                timeout = await self._in_progress_timeout(conn, row.job_id)
+                in_progress_deadline = now + timeout * 60 if timeout else None
+                values["in_progress_deadline"] = in_progress_deadline
+            if step_minutes == -1:
+                values["step_deadline"] = None
+            elif step_minutes is not None:
+                deadline = now + step_minutes * 60
+                if in_progress_deadline is not None:
+                    deadline = min(deadline, in_progress_deadline)
+                values["step_deadline"] = deadline
+        elif status in TERMINAL:
+            values["in_progress_deadline"] = None
+            values["step_deadline"] = None
+        result = await conn.execute(
+            update(E)
+            .where(E.c.id == row.id, E.c.version_number == row.version_number, E.c.status == row.status)
+            .values(**values)
+            .returning(*E.c)
+        )
+        new = result.first()
+        if new is None:
+            raise VersionConflict("The job execution was updated concurrently; retry.", executionState=self._state(row))
+        if row.status != status:
+            await adjust_counters(conn, row.job_id, {row.status: -1, status: 1}, now)
+            if status in TERMINAL:
+                await complete_finished_jobs(conn, [row.job_id], now)
+        return new
+
+    async def _next_pending(self, conn: AsyncConnection, thing_name: str, *, for_update: bool = False) -> Any:
+        """IN_PROGRESS executions come first, then the oldest QUEUED one."""
+        for status in (IN_PROGRESS, QUEUED):
+            q = (
+                select(E)
+                .where(E.c.thing_name == thing_name, E.c.status == status)
+                .order_by(E.c.queued_at, E.c.id)
+                .limit(1)
+            )
+            if for_update and conn.dialect.name == "postgresql":
+                q = q.with_for_update()
+            row = (await conn.execute(q)).first()
+            if row is not None:
+                return row
+        return None
+
+    async def _in_progress_timeout(self, conn: AsyncConnection, job_id: str) -> int | None:
+        config = await conn.scalar(select(J.c.config).where(J.c.job_id == job_id))
+        return ((config or {}).get("timeoutConfig") or {}).get("inProgressTimeoutInMinutes")
+
+    async def _document(self, conn: AsyncConnection, job_id: str) -> str | None:
+        return await conn.scalar(select(J.c.document).where(J.c.job_id == job_id))
+
+    def _execution(self, row: Any, document: str | None) -> dict[str, Any]:
+        return compact(
+            {
+                "jobId": row.job_id,
+                "thingName": row.thing_name,
+                "status": row.status,
+                "statusDetails": row.status_details or None,
+                "queuedAt": int(row.queued_at),
+                "startedAt": int(row.started_at) if row.started_at is not None else None,
+                "lastUpdatedAt": int(row.last_updated_at),
+                "approximateSecondsBeforeTimedOut": self.executions.seconds_before_timeout(row),
+                "versionNumber": row.version_number,
+                "executionNumber": row.execution_number,
+                "jobDocument": document,
+            }
+        )
+
+    @staticmethod
+    def _state(row: Any) -> dict[str, Any]:
+        return compact(
+            {"status": row.status, "statusDetails": row.status_details or None, "versionNumber": row.version_number}
+        )
+
+    @staticmethod
+    def _summary(row: Any) -> dict[str, Any]:
+        return compact(
+            {
+                "jobId": row.job_id,
+                "queuedAt": int(row.queued_at),
+                "startedAt": int(row.started_at) if row.started_at is not None else None,
+                "lastUpdatedAt": int(row.last_updated_at),
+                "versionNumber": row.version_number,
+                "executionNumber": row.execution_number,
+            }
+        )
