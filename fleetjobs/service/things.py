@@ -1,98 +1,138 @@
-"""Things and thing types (JOBS_API.md §1.5, §1.6)."""
+"""Things and thing types (JOBS_API.md §1.5, §1.6): the registry that job targets resolve against.
+
+AWS semantics reproduced here, beyond what the botocore model validates:
+
+* CreateThing / CreateThingType are idempotent: the same name with the same configuration
+  answers with the existing resource, a different configuration is ResourceAlreadyExists
+  (with ``resourceId`` / ``resourceArn``).
+* A thing has at most 3 attributes without a thing type and 50 with one; a deprecated thing type
+  cannot be given to a thing; a thing type can be deleted only once deprecated and unused.
+* ``version`` starts at 1 and every UpdateThing adds one; ``expectedVersion`` guards updates
+  and deletes (VersionConflictException).
+* DeleteThing succeeds for an unknown thing, drops the thing's group memberships and turns its
+  pending job executions into REMOVED, all in one transaction.
+
+Several server processes may share one PostgreSQL database, so nothing is cached: rows that a
+decision depends on are locked (``FOR UPDATE`` / ``FOR SHARE``), updates are conditional on the
+version read, and unique-constraint races are answered by re-running the request.
+"""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fleetjobs.domain.errors import InvalidRequest, ResourceAlreadyExists, ResourceNotFound, VersionConflict
 from fleetjobs.service.context import ServiceContext
 from fleetjobs.service.execution_moves import remove_thing_executions
 from fleetjobs.service.pagination import compact, decode_token, page, page_size
+from fleetjobs.service.registry_queries import (
+    apply_attribute_payload,
+    locked,
+    payload_attributes,
+    prefix_of,
+    retry_once_on_integrity_error,
+)
 from fleetjobs.store.schema import Thing, ThingGroupMember, ThingType
 
 T = Thing.__table__
 TT = ThingType.__table__
 M = ThingGroupMember.__table__
 
-MAX_ATTRIBUTES_UNTYPED = 3
-MAX_ATTRIBUTES_TYPED = 50
+# AWS IoT quotas: attributes per thing without / with a thing type; searchable attributes per type.
+MAX_ATTRIBUTES_WITHOUT_TYPE = 3
+MAX_ATTRIBUTES_WITH_TYPE = 50
+MAX_SEARCHABLE_ATTRIBUTES = 3
 
 
-def merge_attributes(current: dict[str, str], payload: dict[str, Any] | None) -> dict[str, str]:
-    """AttributePayload semantics: ``merge`` adds to the stored set, otherwise replaces it; an
-    empty value removes that attribute either way."""
-    if payload is None:
-        return dict(current)
-    given = payload.get("attributes") or {}
-    merged = dict(current) if payload.get("merge") else {}
-    for k, v in given.items():
-        if v == "":
-            merged.pop(k, None)
-        else:
-            merged[k] = v
-    return merged
+def check_attribute_count(attributes: dict[str, str], thing_type_name: str | None) -> None:
+    limit = MAX_ATTRIBUTES_WITH_TYPE if thing_type_name else MAX_ATTRIBUTES_WITHOUT_TYPE
+    if len(attributes) > limit:
+        kind = "with" if thing_type_name else "without"
+        raise InvalidRequest(
+            f"A thing {kind} a thing type can have at most {limit} attributes; this request gives it {len(attributes)}."
+        )
+
+
+def normalize_type_properties(props: dict[str, Any] | None) -> dict[str, Any]:
+    """Stored form of ThingTypeProperties: members that carry something (so absent == empty)."""
+    return {k: v for k, v in (props or {}).items() if v not in (None, "", [], {})}
+
+
+def check_searchable_attributes(props: dict[str, Any]) -> None:
+    n = len(props.get("searchableAttributes") or [])
+    if n > MAX_SEARCHABLE_ATTRIBUTES:
+        raise InvalidRequest(
+            f"A thing type can have at most {MAX_SEARCHABLE_ATTRIBUTES} searchable attributes; {n} were given."
+        )
+
+
+def _token_str(req: dict[str, Any]) -> str | None:
+    """The last name of the previous page, from a keyset ``nextToken``."""
+    after = decode_token(req.get("nextToken"))
+    if after is not None and not isinstance(after, str):
+        raise InvalidRequest("The nextToken is invalid")
+    return after
 
 
 class Things:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
-    # -- things ----------------------------------------------------------------------------------
+    # -- things ------------------------------------------------------------------------------------
 
     async def create_thing(self, req: dict[str, Any]) -> dict[str, Any]:
-        name = req["thingName"]
-        type_name = req.get("thingTypeName")
-        attributes = merge_attributes({}, req.get("attributePayload"))
-        now = self.ctx.clock.now()
-        async with self.ctx.db.write() as conn:
-            if type_name:
-                await self._usable_type(conn, type_name)
-            self._check_attribute_count(attributes, type_name)
-            existing = (await conn.execute(select(T).where(T.c.thing_name == name))).first()
-            if existing is not None:
-                return self._same_or_conflict(existing, type_name, attributes, req.get("billingGroupName"))
-            thing_id = str(uuid.uuid4())
-            try:
+        name: str = req["thingName"]
+        type_name: str | None = req.get("thingTypeName")
+        attributes = payload_attributes(req.get("attributePayload"))
+        if req.get("billingGroupName"):
+            # Billing groups are out of fleetjobs' scope (JOBS_API.md §0.1): none can exist.
+            raise InvalidRequest("Billing groups are not supported by fleetjobs; omit billingGroupName.")
+        check_attribute_count(attributes, type_name)
+
+        async def attempt() -> dict[str, Any]:
+            async with self.ctx.db.write() as conn:
+                row = (await conn.execute(select(T).where(T.c.thing_name == name))).first()
+                if row is not None:
+                    same = (row.thing_type_name, row.attributes or {}, row.billing_group_name) == (
+                        type_name,
+                        attributes,
+                        None,
+                    )
+                    if not same:
+                        raise ResourceAlreadyExists(
+                            f"Thing {name} already exists in account with different attributes",
+                            resourceId=row.thing_id,
+                            resourceArn=self.ctx.partition.thing(name),
+                        )
+                    return self._created(name, row.thing_id)
+                if type_name:
+                    await self._usable_thing_type(conn, type_name, "create new thing with")
+                thing_id = str(uuid.uuid4())
                 await conn.execute(
                     insert(T).values(
                         thing_name=name,
                         thing_id=thing_id,
                         thing_type_name=type_name,
                         attributes=attributes,
-                        billing_group_name=req.get("billingGroupName"),
+                        billing_group_name=None,
                         version=1,
-                        created_at=now,
+                        created_at=self.ctx.clock.now(),
                     )
                 )
-            except IntegrityError:
-                raise ResourceAlreadyExists(
-                    f"Thing {name} already exists", resourceId=name, resourceArn=self.ctx.partition.thing(name)
-                ) from None
-        return {"thingName": name, "thingArn": self.ctx.partition.thing(name), "thingId": thing_id}
+                return self._created(name, thing_id)
 
-    def _same_or_conflict(
-        self, row: Any, type_name: str | None, attributes: dict[str, str], billing: str | None
-    ) -> Any:
-        if row.thing_type_name == type_name and row.attributes == attributes and row.billing_group_name == billing:
-            return {
-                "thingName": row.thing_name,
-                "thingArn": self.ctx.partition.thing(row.thing_name),
-                "thingId": row.thing_id,
-            }
-        raise ResourceAlreadyExists(
-            f"Thing {row.thing_name} already exists with different configuration",
-            resourceId=row.thing_id,
-            resourceArn=self.ctx.partition.thing(row.thing_name),
-        )
+        return await retry_once_on_integrity_error(attempt)
 
     async def describe_thing(self, req: dict[str, Any]) -> dict[str, Any]:
+        name = req["thingName"]
         async with self.ctx.db.read() as conn:
-            row = await self._thing(conn, req["thingName"])
+            row = (await conn.execute(select(T).where(T.c.thing_name == name))).first()
+        if row is None:
+            raise self._thing_not_found(name)
         return compact(
             {
                 "defaultClientId": row.thing_name,
@@ -107,24 +147,29 @@ class Things:
         )
 
     async def list_things(self, req: dict[str, Any]) -> dict[str, Any]:
+        """By name; every filter is a WHERE clause so pages stay full and the walk stays O(page).
+
+        Unlike AWS, which refuses it, combining an attribute filter with ``thingTypeName`` works.
+        """
         size = page_size(req)
-        after = decode_token(req.get("nextToken"))
-        q = select(T)
-        name, value = req.get("attributeName"), req.get("attributeValue")
-        if name:
-            attr = T.c.attributes[name].as_string()
-            if value is None:
-                q = q.where(attr.is_not(None))
-            elif req.get("usePrefixAttributeValue"):
-                q = q.where(attr.startswith(value, autoescape=True))
-            else:
-                q = q.where(attr == value)
-        elif value is not None:
-            raise InvalidRequest("attributeValue requires attributeName")
-        if req.get("thingTypeName"):
-            q = q.where(T.c.thing_type_name == req["thingTypeName"])
+        after = _token_str(req)
+        attr_name: str | None = req.get("attributeName")
+        attr_value: str | None = req.get("attributeValue")
+        if attr_value is not None and attr_name is None:
+            raise InvalidRequest("attributeValue requires attributeName.")
+        q = select(T.c.thing_name, T.c.thing_type_name, T.c.attributes, T.c.version)
         if after is not None:
             q = q.where(T.c.thing_name > after)
+        if req.get("thingTypeName"):
+            q = q.where(T.c.thing_type_name == req["thingTypeName"])
+        if attr_name is not None:
+            value = T.c.attributes[attr_name].as_string()
+            if attr_value is None:
+                q = q.where(value.is_not(None))
+            elif req.get("usePrefixAttributeValue"):
+                q = q.where(value.is_not(None), prefix_of(value, attr_value))
+            else:
+                q = q.where(value == attr_value)
         q = q.order_by(T.c.thing_name).limit(size + 1)
         async with self.ctx.db.read() as conn:
             rows = (await conn.execute(q)).all()
@@ -141,102 +186,110 @@ class Things:
             )
             for r in rows
         ]
-        return {"things": things, "nextToken": token}
+        return compact({"things": things, "nextToken": token})
 
     async def update_thing(self, req: dict[str, Any]) -> None:
-        if req.get("removeThingType") and req.get("thingTypeName"):
-            raise InvalidRequest("removeThingType cannot be combined with thingTypeName")
+        name = req["thingName"]
+        type_name: str | None = req.get("thingTypeName")
+        remove_type = bool(req.get("removeThingType"))
+        expected: int | None = req.get("expectedVersion")
+        if remove_type and type_name:
+            raise InvalidRequest("Cannot specify both thingTypeName and removeThingType=true.")
         async with self.ctx.db.write() as conn:
-            row = await self._thing(conn, req["thingName"], for_update=True)
-            expected = req.get("expectedVersion")
+            row = (await conn.execute(locked(select(T).where(T.c.thing_name == name), conn))).first()
+            if row is None:
+                raise self._thing_not_found(name)
             if expected is not None and expected != row.version:
-                raise VersionConflict(
-                    f"The expected version {expected} does not match the current version {row.version}"
-                )
-            type_name = row.thing_type_name
-            if req.get("removeThingType"):
-                type_name = None
-            elif req.get("thingTypeName"):
-                type_name = req["thingTypeName"]
-                await self._usable_type(conn, type_name)
-            attributes = merge_attributes(row.attributes or {}, req.get("attributePayload"))
-            if "attributePayload" not in req:
-                attributes = dict(row.attributes or {})
-            self._check_attribute_count(attributes, type_name)
+                raise self._version_conflict(name)
+            new_type = row.thing_type_name
+            if remove_type:
+                new_type = None
+            elif type_name is not None and type_name != row.thing_type_name:
+                await self._usable_thing_type(conn, type_name, "update a thing to use")
+                new_type = type_name
+            attributes = apply_attribute_payload(row.attributes or {}, req.get("attributePayload"))
+            check_attribute_count(attributes, new_type)
             result = await conn.execute(
                 update(T)
                 .where(T.c.id == row.id, T.c.version == row.version)
-                .values(thing_type_name=type_name, attributes=attributes, version=row.version + 1)
+                .values(thing_type_name=new_type, attributes=attributes, version=row.version + 1)
             )
-            if result.rowcount != 1:
-                raise VersionConflict("The thing was updated concurrently")
+            if result.rowcount != 1:  # only possible if the row lock were bypassed; never overwrite blindly
+                raise self._version_conflict(name)
 
     async def delete_thing(self, req: dict[str, Any]) -> None:
-        now = self.ctx.clock.now()
+        name = req["thingName"]
+        expected: int | None = req.get("expectedVersion")
         async with self.ctx.db.write() as conn:
-            q = select(T).where(T.c.thing_name == req["thingName"])
-            if conn.dialect.name == "postgresql":
-                q = q.with_for_update()
+            q = locked(select(T.c.id, T.c.version).where(T.c.thing_name == name), conn)
             row = (await conn.execute(q)).first()
             if row is None:
-                return
-            expected = req.get("expectedVersion")
+                return  # AWS: deleting a thing that does not exist succeeds
             if expected is not None and expected != row.version:
-                raise VersionConflict(
-                    f"The expected version {expected} does not match the current version {row.version}"
-                )
+                raise self._version_conflict(name)
             await conn.execute(delete(M).where(M.c.thing_id == row.id))
-            await conn.execute(delete(T).where(T.c.id == row.id))
-            await remove_thing_executions(conn, row.thing_name, now)
+            result = await conn.execute(delete(T).where(T.c.id == row.id, T.c.version == row.version))
+            if result.rowcount != 1:
+                raise self._version_conflict(name)
+            await remove_thing_executions(conn, name, self.ctx.clock.now())
 
-    # -- thing types -----------------------------------------------------------------------------
+    # -- thing types -------------------------------------------------------------------------------
 
     async def create_thing_type(self, req: dict[str, Any]) -> dict[str, Any]:
-        name = req["thingTypeName"]
-        props = req.get("thingTypeProperties") or {}
-        async with self.ctx.db.write() as conn:
-            existing = (await conn.execute(select(TT).where(TT.c.thing_type_name == name))).first()
-            if existing is not None:
-                if (existing.properties or {}) == props:
-                    return self._type_ids(existing)
-                raise ResourceAlreadyExists(
-                    f"Thing type {name} already exists with different configuration",
-                    resourceId=existing.thing_type_id,
-                    resourceArn=self.ctx.partition.thing_type(name),
-                )
-            type_id = str(uuid.uuid4())
-            try:
+        name: str = req["thingTypeName"]
+        props = normalize_type_properties(req.get("thingTypeProperties"))
+        check_searchable_attributes(props)
+
+        async def attempt() -> dict[str, Any]:
+            async with self.ctx.db.write() as conn:
+                row = (await conn.execute(select(TT).where(TT.c.thing_type_name == name))).first()
+                if row is not None:
+                    if (row.properties or {}) != props:
+                        raise ResourceAlreadyExists(
+                            f"Thing Type {name} already exists in account with different properties",
+                            resourceId=row.thing_type_id,
+                            resourceArn=self.ctx.partition.thing_type(name),
+                        )
+                    return self._type_created(name, row.thing_type_id)
+                type_id = str(uuid.uuid4())
                 await conn.execute(
                     insert(TT).values(
                         thing_type_name=name,
                         thing_type_id=type_id,
                         properties=props,
                         deprecated=False,
+                        deprecation_date=None,
                         created_at=self.ctx.clock.now(),
                         tags=req.get("tags") or [],
                     )
                 )
-            except IntegrityError:
-                raise ResourceAlreadyExists(f"Thing type {name} already exists", resourceId=name) from None
-        return {"thingTypeName": name, "thingTypeArn": self.ctx.partition.thing_type(name), "thingTypeId": type_id}
+                return self._type_created(name, type_id)
+
+        return await retry_once_on_integrity_error(attempt)
 
     async def describe_thing_type(self, req: dict[str, Any]) -> dict[str, Any]:
+        name = req["thingTypeName"]
         async with self.ctx.db.read() as conn:
-            row = await self._type(conn, req["thingTypeName"])
+            row = (await conn.execute(select(TT).where(TT.c.thing_type_name == name))).first()
+        if row is None:
+            raise self._type_not_found(name)
         return {
-            **self._type_ids(row),
+            "thingTypeName": row.thing_type_name,
+            "thingTypeId": row.thing_type_id,
+            "thingTypeArn": self.ctx.partition.thing_type(row.thing_type_name),
             "thingTypeProperties": row.properties or {},
             "thingTypeMetadata": self._type_metadata(row),
         }
 
     async def list_thing_types(self, req: dict[str, Any]) -> dict[str, Any]:
+        """By name.  ``thingTypeName`` filters by name prefix, as AWS does (not by exact name)."""
         size = page_size(req)
-        after = decode_token(req.get("nextToken"))
+        after = _token_str(req)
         q = select(TT)
-        if req.get("thingTypeName"):
-            q = q.where(TT.c.thing_type_name == req["thingTypeName"])
         if after is not None:
             q = q.where(TT.c.thing_type_name > after)
+        if req.get("thingTypeName"):
+            q = q.where(prefix_of(TT.c.thing_type_name, req["thingTypeName"]))
         q = q.order_by(TT.c.thing_type_name).limit(size + 1)
         async with self.ctx.db.read() as conn:
             rows = (await conn.execute(q)).all()
@@ -250,79 +303,96 @@ class Things:
             }
             for r in rows
         ]
-        return {"thingTypes": types, "nextToken": token}
+        return compact({"thingTypes": types, "nextToken": token})
 
     async def update_thing_type(self, req: dict[str, Any]) -> None:
+        """Replaces the members of ``thingTypeProperties`` that the request gives (an empty one removes it)."""
+        name = req["thingTypeName"]
+        given: dict[str, Any] = req.get("thingTypeProperties") or {}
         async with self.ctx.db.write() as conn:
-            row = await self._type(conn, req["thingTypeName"])
-            props = {**(row.properties or {}), **(req.get("thingTypeProperties") or {})}
-            await conn.execute(update(TT).where(TT.c.thing_type_name == row.thing_type_name).values(properties=props))
+            row = await self._type_row(conn, name, lock=True)
+            props = dict(row.properties or {})
+            for member, value in given.items():
+                if value in ("", [], {}):
+                    props.pop(member, None)
+                else:
+                    props[member] = value
+            check_searchable_attributes(props)
+            await conn.execute(update(TT).where(TT.c.thing_type_name == name).values(properties=props))
 
     async def deprecate_thing_type(self, req: dict[str, Any]) -> None:
-        undo = bool(req.get("undoDeprecate"))
-        async with self.ctx.db.write() as conn:
-            row = await self._type(conn, req["thingTypeName"])
-            await conn.execute(
-                update(TT)
-                .where(TT.c.thing_type_name == row.thing_type_name)
-                .values(deprecated=not undo, deprecation_date=None if undo else self.ctx.clock.now())
-            )
-
-    async def delete_thing_type(self, req: dict[str, Any]) -> None:
         name = req["thingTypeName"]
         async with self.ctx.db.write() as conn:
-            row = await self._type(conn, name)
+            row = await self._type_row(conn, name, lock=True)
+            if req.get("undoDeprecate"):
+                values: dict[str, Any] = {"deprecated": False, "deprecation_date": None}
+            elif row.deprecated:
+                return  # deprecating again keeps the original deprecation date
+            else:
+                values = {"deprecated": True, "deprecation_date": self.ctx.clock.now()}
+            await conn.execute(update(TT).where(TT.c.thing_type_name == name).values(**values))
+
+    async def delete_thing_type(self, req: dict[str, Any]) -> None:
+        """Only a deprecated type without things.  (AWS also makes you wait five minutes after
+        deprecating; that delay only reflects its own propagation, so fleetjobs does not impose it.)"""
+        name = req["thingTypeName"]
+        async with self.ctx.db.write() as conn:
+            row = await self._type_row(conn, name, lock=True)
             if not row.deprecated:
-                raise InvalidRequest(f"Thing type {name} must be deprecated before it can be deleted")
-            in_use = (await conn.execute(select(T.c.id).where(T.c.thing_type_name == name).limit(1))).first()
-            if in_use is not None:
-                raise InvalidRequest(f"Thing type {name} is still associated with things")
+                raise InvalidRequest(
+                    f"Thing type {name} must be deprecated (DeprecateThingType) before it can be deleted."
+                )
+            in_use = await conn.scalar(select(exists().where(T.c.thing_type_name == name)))
+            if in_use:
+                raise InvalidRequest(
+                    f"Thing type {name} cannot be deleted: things are still associated with it. "
+                    "Change or remove their thing type first (UpdateThing)."
+                )
             await conn.execute(delete(TT).where(TT.c.thing_type_name == name))
 
-    # -- helpers -----------------------------------------------------------------------------------
+    # -- helpers -------------------------------------------------------------------------------------
 
-    async def _thing(self, conn: AsyncConnection, name: str, *, for_update: bool = False) -> Any:
-        q = select(T).where(T.c.thing_name == name)
-        if for_update and conn.dialect.name == "postgresql":
-            q = q.with_for_update()
+    async def _usable_thing_type(self, conn: AsyncConnection, name: str, action: str) -> None:
+        """The type must exist and not be deprecated; it stays so until commit (shared row lock),
+        so a concurrent DeprecateThingType / DeleteThingType cannot slip in between."""
+        q = locked(select(TT.c.deprecated).where(TT.c.thing_type_name == name), conn, shared=True)
         row = (await conn.execute(q)).first()
         if row is None:
-            raise ResourceNotFound(f"Thing {name} cannot be found.")
-        return row
-
-    async def _type(self, conn: AsyncConnection, name: str) -> Any:
-        row = (await conn.execute(select(TT).where(TT.c.thing_type_name == name))).first()
-        if row is None:
-            raise ResourceNotFound(f"Thing type {name} cannot be found.")
-        return row
-
-    async def _usable_type(self, conn: AsyncConnection, name: str) -> None:
-        row = await self._type(conn, name)
+            raise self._type_not_found(name)
         if row.deprecated:
-            raise InvalidRequest(f"Can not create new thing with deprecated thing type: {name}")
+            raise InvalidRequest(f"Can not {action} deprecated thing type: {name}")
 
-    @staticmethod
-    def _check_attribute_count(attributes: dict[str, str], type_name: str | None) -> None:
-        limit = MAX_ATTRIBUTES_TYPED if type_name else MAX_ATTRIBUTES_UNTYPED
-        if len(attributes) > limit:
-            raise InvalidRequest(
-                f"A thing {'with' if type_name else 'without'} a thing type can have at most {limit} attributes"
-            )
-
-    def _type_ids(self, row: Any) -> dict[str, Any]:
-        name = row.thing_type_name
-        return {
-            "thingTypeName": name,
-            "thingTypeId": row.thing_type_id,
-            "thingTypeArn": self.ctx.partition.thing_type(name),
-        }
+    async def _type_row(self, conn: AsyncConnection, name: str, *, lock: bool = False) -> Any:
+        q = select(TT).where(TT.c.thing_type_name == name)
+        row = (await conn.execute(locked(q, conn) if lock else q)).first()
+        if row is None:
+            raise self._type_not_found(name)
+        return row
 
     @staticmethod
     def _type_metadata(row: Any) -> dict[str, Any]:
         return compact(
             {
                 "deprecated": bool(row.deprecated),
-                "deprecationDate": row.deprecation_date,
+                "deprecationDate": row.deprecation_date if row.deprecated else None,
                 "creationDate": row.created_at,
             }
         )
+
+    def _created(self, name: str, thing_id: str) -> dict[str, Any]:
+        return {"thingName": name, "thingArn": self.ctx.partition.thing(name), "thingId": thing_id}
+
+    def _type_created(self, name: str, type_id: str) -> dict[str, Any]:
+        return {"thingTypeName": name, "thingTypeArn": self.ctx.partition.thing_type(name), "thingTypeId": type_id}
+
+    @staticmethod
+    def _thing_not_found(name: str) -> ResourceNotFound:
+        return ResourceNotFound(f"Thing {name} cannot be found.")
+
+    @staticmethod
+    def _type_not_found(name: str) -> ResourceNotFound:
+        return ResourceNotFound(f"Thing type {name} cannot be found.")
+
+    @staticmethod
+    def _version_conflict(name: str) -> VersionConflict:
+        return VersionConflict(f"The version for thing {name} does not match the expected version.")
