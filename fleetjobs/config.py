@@ -35,6 +35,12 @@ class Settings:
     region: str = "us-east-1"
     account_id: str = "123456789012"
     log_level: str = "info"
+    # The device plane: an external MQTT broker (mqtt://host:port or mqtts://...) fleetjobs joins as a client.
+    mqtt_url: str | None = None
+    mqtt_client_id: str = "fleetjobs-gateway"
+    mqtt_ca_file: str | None = None
+    mqtt_cert_file: str | None = None
+    mqtt_key_file: str | None = None
 
     @classmethod
     def load(cls, flags: dict[str, Any], env: dict[str, str] | None = None) -> Settings:

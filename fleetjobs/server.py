@@ -14,6 +14,7 @@ from fleetjobs.api.app import AwsApi, bind_handlers, json_response
 from fleetjobs.clock import Clock, SystemClock
 from fleetjobs.config import AccessKey, Settings, resolve_access_key
 from fleetjobs.domain.arns import Partition
+from fleetjobs.mqtt.gateway import MqttGateway, TlsFiles
 from fleetjobs.service.context import ServiceContext
 from fleetjobs.service.device_jobs import DeviceJobs
 from fleetjobs.service.executions import Executions
@@ -50,20 +51,32 @@ class Services:
 class Background:
     """Migrations at start, then the server's background loops (job deletion sweeps)."""
 
-    def __init__(self, db: Database, services: Services) -> None:
+    def __init__(self, db: Database, services: Services, gateway: MqttGateway | None = None) -> None:
         self.db = db
         self.services = services
+        self.gateway = gateway
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await self.db.migrate()
         self.tasks.append(asyncio.create_task(self.services.jobs.run_purger()))
+        if self.gateway is not None:
+            self.tasks.append(asyncio.create_task(self.gateway.run()))
 
     async def stop(self) -> None:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.db.close()
+
+
+def mqtt_gateway(settings: Settings, services: Services, clock: Clock) -> MqttGateway | None:
+    if not settings.mqtt_url:
+        return None
+    tls = None
+    if settings.mqtt_cert_file and settings.mqtt_key_file and settings.mqtt_ca_file:
+        tls = TlsFiles(settings.mqtt_ca_file, settings.mqtt_cert_file, settings.mqtt_key_file)
+    return MqttGateway(settings.mqtt_url, services.device_jobs, clock, client_id=settings.mqtt_client_id, tls=tls)
 
 
 def database_url(settings: Settings) -> str:
@@ -83,7 +96,7 @@ def build(settings: Settings, key: AccessKey, clock: Clock | None = None) -> tup
     async def health(scope, receive, send):  # type: ignore[no-untyped-def]
         await json_response(send, 200, {"status": "ok"})
 
-    background = Background(db, services)
+    background = Background(db, services, mqtt_gateway(settings, services, clock))
     app = AwsApi(
         handlers={
             "iot": bind_handlers("iot", services.control_plane()),

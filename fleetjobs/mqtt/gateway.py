@@ -1,0 +1,221 @@
+"""The device gateway: answers the Jobs MQTT API on any MQTT broker, as a client of it.
+
+It subscribes to every thing's jobs topics, hands each request to the same service layer the
+HTTPS device API uses, and publishes ``/accepted`` or ``/rejected`` plus the notifications the
+change calls for.  Requests of one thing are handled in arrival order; different things run
+concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiomqtt
+
+from fleetjobs.clock import Clock
+from fleetjobs.domain.errors import InvalidRequest, ResourceNotFound, ServiceError
+from fleetjobs.mqtt import codec, notifications, topics
+from fleetjobs.service.device_jobs import DeviceJobs
+
+log = logging.getLogger("fleetjobs.mqtt")
+
+OPERATION_METHOD = {
+    topics.GET_PENDING: "get_pending_job_executions",
+    topics.START_NEXT: "start_next_pending_job_execution",
+    topics.DESCRIBE: "describe_job_execution",
+    topics.UPDATE: "update_job_execution",
+}
+CHANGING = (topics.START_NEXT, topics.UPDATE)
+
+
+@dataclass(frozen=True)
+class BrokerTarget:
+    host: str
+    port: int
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerTarget:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ValueError(f"unsupported MQTT URL scheme in {url!r}: use mqtt:// or mqtts://")
+        tls = parts.scheme in ("mqtts", "ssl")
+        return cls(parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883), tls)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_file)
+        ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
+
+
+class MqttGateway:
+    def __init__(
+        self,
+        url: str,
+        device: DeviceJobs,
+        clock: Clock,
+        *,
+        client_id: str = "fleetjobs-gateway",
+        tls: TlsFiles | None = None,
+        reconnect_delay: float = 1.0,
+    ) -> None:
+        self.target = BrokerTarget.parse(url)
+        self.device = device
+        self.clock = clock
+        self.client_id = client_id
+        self.tls = tls
+        self.reconnect_delay = reconnect_delay
+        self._client: aiomqtt.Client | None = None
+        self._thing_locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.connected = asyncio.Event()
+
+    # -- connection ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Stay connected (reconnecting after broker restarts) and serve requests until cancelled."""
+        while True:
+            try:
+                async with self._connect() as client:
+                    self._client = client
+                    await client.subscribe(topics.REQUEST_FILTER, qos=1)
+                    self.connected.set()
+                    log.info("MQTT gateway connected to %s:%s", self.target.host, self.target.port)
+                    async for message in client.messages:
+                        self._spawn(self._on_message(message))
+            except aiomqtt.MqttError as e:
+                log.warning("MQTT connection lost (%s); reconnecting", e)
+            finally:
+                self.connected.clear()
+                self._client = None
+            await asyncio.sleep(self.reconnect_delay)
+
+    def _connect(self) -> aiomqtt.Client:
+        tls_context = None
+        if self.target.tls:
+            tls_context = self.tls.context() if self.tls else ssl.create_default_context()
+        # A persistent session: QoS 1 requests sent while fleetjobs restarts wait in the broker.
+        return aiomqtt.Client(
+            self.target.host,
+            self.target.port,
+            identifier=self.client_id,
+            clean_session=False,
+            tls_context=tls_context,
+            keepalive=30,
+        )
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        client = self._client
+        if client is None:
+            log.warning("not connected; dropping publish to %s", topic)
+            return
+        await client.publish(topic, payload, qos=1)
+
+    # -- requests -----------------------------------------------------------------------------------
+
+    async def _on_message(self, message: aiomqtt.Message) -> None:
+        topic = str(message.topic)
+        parsed = topics.parse(topic)
+        if parsed is None or isinstance(parsed, topics.NotARequest):
+            return
+        payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
+        thing = parsed.thing_name
+        lock = self._thing_locks.setdefault(thing, asyncio.Lock())
+        async with lock:
+            try:
+                await self.handle(topic, parsed, payload)
+            except Exception:
+                log.exception("failed to handle %s", topic)
+        if not lock.locked() and self._thing_locks.get(thing) is lock:
+            del self._thing_locks[thing]
+
+    async def handle(self, topic: str, parsed: topics.Request | topics.InvalidTopic, payload: bytes) -> None:
+        now = self.clock.now()
+        token: str | None = None
+        try:
+            doc = codec.decode(payload)
+            token = codec.client_token(doc)
+        except codec.InvalidJson as e:
+            await self.publish(f"{topic}/rejected", codec.rejected("InvalidJson", str(e), None, now))
+            return
+        if isinstance(parsed, topics.InvalidTopic):
+            message = f"The topic {topic} does not map to any Jobs API"
+            await self.publish(f"{topic}/rejected", codec.rejected("InvalidTopic", message, token, now))
+            return
+        before = await self._view(parsed.thing_name) if parsed.operation in CHANGING else None
+        try:
+            req = codec.build_request(parsed.operation, parsed.thing_name, parsed.job_id, doc)
+            result = await getattr(self.device, OPERATION_METHOD[parsed.operation])(req)
+        except ServiceError as e:
+            code, state = codec.rejection_for(e)
+            await self.publish(f"{topic}/rejected", codec.rejected(code, e.message, token, self.clock.now(), state))
+            return
+        except Exception:
+            log.exception("internal error handling %s", topic)
+            await self.publish(
+                f"{topic}/rejected", codec.rejected("InternalError", "Internal error", token, self.clock.now())
+            )
+            return
+        await self.publish(f"{topic}/accepted", codec.accepted(result, token, self.clock.now()))
+        if before is not None:
+            await self._notify_if_changed(parsed.thing_name, before)
+
+    # -- notifications --------------------------------------------------------------------------------
+
+    async def _view(self, thing: str) -> notifications.PendingView:
+        return notifications.PendingView.of(await self.device.get_pending_job_executions({"thingName": thing}))
+
+    async def _notify_if_changed(self, thing: str, before: notifications.PendingView) -> None:
+        after = await self._view(thing)
+        notify, notify_next = notifications.changes(before, after)
+        await self._publish_notifications(thing, after, notify, notify_next)
+
+    async def notify_things(self, things: Iterable[str], *, list_changed: bool = True) -> None:
+        """Publish the current notify / notify-next of things whose pending list changed elsewhere
+        (a job created, canceled or deleted through the control plane)."""
+        for thing in things:
+            view = await self._view(thing)
+            await self._publish_notifications(thing, view, list_changed, True)
+
+    async def _publish_notifications(
+        self, thing: str, view: notifications.PendingView, notify: bool, notify_next: bool
+    ) -> None:
+        now = self.clock.now()
+        if notify:
+            await self.publish(topics.jobs_topic(thing, "notify"), notifications.notify_payload(view, now))
+        if notify_next:
+            execution = None
+            if view.head is not None:
+                with contextlib.suppress(ResourceNotFound, InvalidRequest):
+                    described = await self.device.describe_job_execution(
+                        {"thingName": thing, "jobId": "$next", "includeJobDocument": True}
+                    )
+                    execution = described["execution"]
+                    execution["jobDocument"] = codec.document_object(execution.get("jobDocument"))
+            await self.publish(
+                topics.jobs_topic(thing, "notify-next"), notifications.notify_next_payload(execution, now)
+            )
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

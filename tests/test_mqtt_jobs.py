@@ -1,0 +1,184 @@
+"""The Jobs MQTT API through a real broker (Mosquitto started by the test) and paho devices.
+
+fleetjobs joins the broker as a client (``FLEETJOBS_MQTT_URL``) and answers on the AWS topics.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fleet import Fleet, thing_arn
+from tests.harness import free_port, in_ci, unique
+from tests.mqtt_device import Device
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(exe).exists():
+        if in_ci():
+            pytest.fail("mosquitto is not installed and CI=true: refusing to skip the MQTT tests")
+        pytest.skip("mosquitto not installed")
+    port = free_port()
+    conf = tmp_path_factory.mktemp("mosquitto") / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n")
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            import socket
+
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def mqtt_server(backends, mosquitto):  # type: ignore[no-untyped-def]
+    srv = backends.server(
+        env={"FLEETJOBS_MQTT_URL": f"mqtt://127.0.0.1:{mosquitto}", "FLEETJOBS_MQTT_CLIENT_ID": unique("gw")}
+    ).start()
+    # Ready once the gateway answers a request.
+    probe = Device("127.0.0.1", mosquitto, unique("probe"))
+    try:
+        for _ in range(50):
+            try:
+                probe.request("get", timeout=0.5)
+                break
+            except Exception:
+                continue
+        else:
+            raise RuntimeError(f"MQTT gateway never answered:\n{srv.log()}")
+    finally:
+        probe.close()
+    return srv
+
+
+@pytest.fixture
+def iot(mqtt_server):  # type: ignore[no-untyped-def]
+    return mqtt_server.client("iot")
+
+
+@pytest.fixture
+def device_factory(mqtt_server, mosquitto):  # type: ignore[no-untyped-def]
+    made: list[Device] = []
+
+    def make(thing: str) -> Device:
+        d = Device("127.0.0.1", mosquitto, thing)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.close()
+
+
+def test_whole_workflow_over_mqtt(iot, device_factory) -> None:  # type: ignore[no-untyped-def]
+    fleet = Fleet(iot)
+    thing = fleet.things(1)[0]
+    dev = device_factory(thing)
+    job_id = fleet.job([thing_arn(thing)], document=json.dumps({"operation": "install", "v": 2}))
+
+    kind, doc = dev.request("get")
+    assert kind == "accepted"
+    assert [j["jobId"] for j in doc["queuedJobs"]] == [job_id] and doc["inProgressJobs"] == []
+    assert isinstance(doc["timestamp"], int)
+
+    kind, doc = dev.request("$next/get")
+    assert kind == "accepted" and doc["execution"]["jobDocument"] == {"operation": "install", "v": 2}
+
+    kind, doc = dev.request("start-next", {"statusDetails": {"step": "download"}, "stepTimeoutInMinutes": 5})
+    assert kind == "accepted"
+    ex = doc["execution"]
+    assert ex["jobId"] == job_id and ex["status"] == "IN_PROGRESS" and ex["versionNumber"] == 2
+    assert ex["jobDocument"] == {"operation": "install", "v": 2} and ex["statusDetails"] == {"step": "download"}
+
+    kind, doc = dev.request(f"{job_id}/update", {"status": "IN_PROGRESS", "statusDetails": {"percent": "50"}})
+    assert kind == "accepted" and "executionState" not in doc
+    dev.drain()
+    kind, doc = dev.request(
+        f"{job_id}/update",
+        {"status": "SUCCEEDED", "expectedVersion": "3", "includeJobExecutionState": True, "includeJobDocument": True},
+    )
+    assert kind == "accepted"
+    assert doc["executionState"] == {"status": "SUCCEEDED", "statusDetails": {"percent": "50"}, "versionNumber": 4}
+    assert doc["jobDocument"] == {"operation": "install", "v": 2}
+    # The queue became empty: notify-next carries only a timestamp, notify an empty job map.
+    _, nxt = dev.wait_for(lambda t, d: t.endswith("/notify-next"))
+    assert set(nxt) == {"timestamp"}
+    _, notify = dev.wait_for(lambda t, d: t.endswith("/notify"))
+    assert notify["jobs"] == {}
+    job = iot.describe_job(jobId=job_id)["job"]
+    assert job["status"] == "COMPLETED" and job["jobProcessDetails"]["numberOfSucceededThings"] == 1
+
+
+def test_notify_next_moves_to_the_following_job(iot, device_factory) -> None:  # type: ignore[no-untyped-def]
+    fleet = Fleet(iot)
+    thing = fleet.things(1)[0]
+    dev = device_factory(thing)
+    first = fleet.job([thing_arn(thing)])
+    second = fleet.job([thing_arn(thing)])
+    assert dev.request("start-next")[1]["execution"]["jobId"] == first
+    dev.drain()
+    kind, _ = dev.request(f"{first}/update", {"status": "FAILED", "statusDetails": {"reason": "disk full"}})
+    assert kind == "accepted"
+    _, nxt = dev.wait_for(lambda t, d: t.endswith("/notify-next"))
+    assert nxt["execution"]["jobId"] == second and nxt["execution"]["status"] == "QUEUED"
+    assert "jobDocument" in nxt["execution"]
+    _, notify = dev.wait_for(lambda t, d: t.endswith("/notify"))
+    assert [j["jobId"] for j in notify["jobs"]["QUEUED"]] == [second] and "IN_PROGRESS" not in notify["jobs"]
+    assert iot.describe_job(jobId=first)["job"]["jobProcessDetails"]["numberOfFailedThings"] == 1
+
+
+def test_rejections_carry_code_token_and_state(iot, device_factory) -> None:  # type: ignore[no-untyped-def]
+    fleet = Fleet(iot)
+    thing = fleet.things(1)[0]
+    dev = device_factory(thing)
+    job_id = fleet.job([thing_arn(thing)])
+
+    kind, doc = dev.request(f"{unique('nojob')}/get")
+    assert kind == "rejected" and doc["code"] == "ResourceNotFound" and doc["clientToken"]
+
+    kind, doc = dev.request(f"{job_id}/update", {"status": "QUEUED"})
+    assert kind == "rejected" and doc["code"] == "InvalidRequest"
+    kind, doc = dev.request(f"{job_id}/update", {"status": "IN_PROGRESS", "statusDetails": {"k": 5}})
+    assert kind == "rejected" and doc["code"] == "InvalidRequest"
+    kind, doc = dev.request(f"{job_id}/update", {"status": "IN_PROGRESS", "expectedVersion": "abc"})
+    assert kind == "rejected" and doc["code"] == "InvalidRequest"
+
+    kind, doc = dev.request(f"{job_id}/update", {"status": "IN_PROGRESS", "expectedVersion": 7})
+    assert kind == "rejected" and doc["code"] == "VersionMismatch"
+    assert doc["executionState"] == {"status": "QUEUED", "versionNumber": 1}
+
+    assert dev.request(f"{job_id}/update", {"status": "SUCCEEDED"})[0] == "accepted"
+    kind, doc = dev.request(f"{job_id}/update", {"status": "IN_PROGRESS"})
+    assert kind == "rejected" and doc["code"] == "InvalidStateTransition"
+    assert doc["executionState"]["status"] == "SUCCEEDED"
+
+    _, doc = dev.raw_response("get", b"{not json")
+    assert doc["code"] == "InvalidJson"
+    kind, doc = dev.request("nonsense/extra/parts")
+    assert kind == "rejected" and doc["code"] == "InvalidTopic"
+    # Nothing above changed the execution beyond the one accepted update.
+    ex = iot.describe_job_execution(jobId=job_id, thingName=thing)["execution"]
+    assert ex["status"] == "SUCCEEDED" and ex["versionNumber"] == 2
+    # The gateway is still serving.
+    assert dev.request("get")[0] == "accepted"
+
+
+def test_start_next_with_nothing_pending(device_factory) -> None:  # type: ignore[no-untyped-def]
+    dev = device_factory(unique("idle"))
+    kind, doc = dev.request("start-next")
+    assert kind == "accepted" and "execution" not in doc
+    kind, doc = dev.request("$next/get")
+    assert kind == "rejected" and doc["code"] == "ResourceNotFound"
