@@ -76,7 +76,9 @@ def mqtt_gateway(settings: Settings, services: Services, clock: Clock) -> MqttGa
     tls = None
     if settings.mqtt_cert_file and settings.mqtt_key_file and settings.mqtt_ca_file:
         tls = TlsFiles(settings.mqtt_ca_file, settings.mqtt_cert_file, settings.mqtt_key_file)
-    return MqttGateway(settings.mqtt_url, services.device_jobs, clock, client_id=settings.mqtt_client_id, tls=tls)
+    gateway = MqttGateway(settings.mqtt_url, services.device_jobs, clock, client_id=settings.mqtt_client_id, tls=tls)
+    services.device_jobs.ctx.events.subscribe(gateway)
+    return gateway
 
 
 def database_url(settings: Settings) -> str:

@@ -182,3 +182,29 @@ def test_start_next_with_nothing_pending(device_factory) -> None:  # type: ignor
     assert kind == "accepted" and "execution" not in doc
     kind, doc = dev.request("$next/get")
     assert kind == "rejected" and doc["code"] == "ResourceNotFound"
+
+
+def test_control_plane_changes_notify_the_device(iot, device_factory) -> None:  # type: ignore[no-untyped-def]
+    fleet = Fleet(iot)
+    thing = fleet.things(1)[0]
+    dev = device_factory(thing)
+    # A new job: notify lists it, notify-next carries it with its document.
+    job_id = fleet.job([thing_arn(thing)], document=json.dumps({"op": "reboot"}))
+    _, nxt = dev.wait_for(lambda t, d: t.endswith("/notify-next"))
+    assert nxt["execution"]["jobId"] == job_id and nxt["execution"]["jobDocument"] == {"op": "reboot"}
+    _, notify = dev.wait_for(lambda t, d: t.endswith("/notify"))
+    assert [j["jobId"] for j in notify["jobs"]["QUEUED"]] == [job_id]
+    # A second job queues behind it: notify changes, notify-next does not.
+    second = fleet.job([thing_arn(thing)])
+    _, notify = dev.wait_for(lambda t, d: t.endswith("/notify"))
+    assert [j["jobId"] for j in notify["jobs"]["QUEUED"]] == [job_id, second]
+    with pytest.raises(TimeoutError):
+        dev.wait_for(lambda t, d: t.endswith("/notify-next"), timeout=1.5)
+    # Canceling the first job moves the device on to the second.
+    iot.cancel_job(jobId=job_id)
+    _, nxt = dev.wait_for(lambda t, d: t.endswith("/notify-next") and d.get("execution", {}).get("jobId") == second)
+    assert nxt["execution"]["status"] == "QUEUED"
+    # Canceling the last execution empties the queue.
+    iot.cancel_job_execution(jobId=second, thingName=thing)
+    dev.wait_for(lambda t, d: t.endswith("/notify-next") and "execution" not in d)
+    _, notify = dev.wait_for(lambda t, d: t.endswith("/notify") and d["jobs"] == {})

@@ -22,6 +22,7 @@ import aiomqtt
 from fleetjobs.clock import Clock
 from fleetjobs.domain.errors import InvalidRequest, ResourceNotFound, ServiceError
 from fleetjobs.mqtt import codec, notifications, topics
+from fleetjobs.service import events
 from fleetjobs.service.device_jobs import DeviceJobs
 
 log = logging.getLogger("fleetjobs.mqtt")
@@ -189,12 +190,38 @@ class MqttGateway:
         notify, notify_next = notifications.changes(before, after)
         await self._publish_notifications(thing, after, notify, notify_next)
 
-    async def notify_things(self, things: Iterable[str], *, list_changed: bool = True) -> None:
-        """Publish the current notify / notify-next of things whose pending list changed elsewhere
-        (a job created, canceled or deleted through the control plane)."""
+    # The service layer's announcements (fleetjobs.service.events.PendingListener).
+
+    def job_changed(self, job_id: str, reason: str) -> None:
+        self._spawn(self._announce_job(job_id, reason))
+
+    def things_changed(self, thing_names: Iterable[str]) -> None:
+        names = list(thing_names)
+        self._spawn(self._announce_things(names))
+
+    async def _announce_job(self, job_id: str, reason: str, page: int = 500) -> None:
+        """Tell every thing of a job: its list changed; its next execution changed if it is (created)
+        or may have been (canceled, deleted) this job's."""
+        after = 0
+        while True:
+            rows = await self.device.things_of_job(job_id, after, page)
+            if not rows:
+                return
+            for _, thing in rows:
+                try:
+                    view = await self._view(thing)
+                    head_is_job = view.head is not None and view.head[0] == job_id
+                    await self._publish_notifications(thing, view, True, head_is_job or reason != events.JOB_CREATED)
+                except Exception:
+                    log.exception("failed to notify %s of job %s", thing, job_id)
+            after = rows[-1][0]
+
+    async def _announce_things(self, things: list[str]) -> None:
         for thing in things:
-            view = await self._view(thing)
-            await self._publish_notifications(thing, view, list_changed, True)
+            try:
+                await self._publish_notifications(thing, await self._view(thing), True, True)
+            except Exception:
+                log.exception("failed to notify %s", thing)
 
     async def _publish_notifications(
         self, thing: str, view: notifications.PendingView, notify: bool, notify_next: bool

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fleetjobs.clock import Clock
 from fleetjobs.domain.arns import Partition
+from fleetjobs.service.events import EventHub
 from fleetjobs.store.database import Database
 
 
@@ -14,3 +15,4 @@ class ServiceContext:
     db: Database
     clock: Clock
     partition: Partition
+    events: EventHub = field(default_factory=EventHub)

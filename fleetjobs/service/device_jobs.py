@@ -127,6 +127,17 @@ class DeviceJobs:
             result["jobDocument"] = document
         return result
 
+    async def things_of_job(self, job_id: str, after_id: int, limit: int) -> list[tuple[int, str]]:
+        """A page of (execution id, thing name) of a job, for announcing changes to its things."""
+        async with self.ctx.db.read() as conn:
+            rows = await conn.execute(
+                select(E.c.id, E.c.thing_name)
+                .where(E.c.job_id == job_id, E.c.id > after_id)
+                .order_by(E.c.id)
+                .limit(limit)
+            )
+            return [(r.id, r.thing_name) for r in rows]
+
     # -- the one place an execution changes status on a device's word ----------------------------
 
     async def _transition(

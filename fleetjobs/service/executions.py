@@ -107,6 +107,7 @@ class Executions:
             )
             if not moved:
                 raise VersionConflict("The job execution was changed concurrently; retry.")
+        self.ctx.events.things_changed([req["thingName"]])
 
     async def delete_job_execution(self, req: dict[str, Any]) -> None:
         now = self.ctx.clock.now()
@@ -122,6 +123,8 @@ class Executions:
                 await adjust_counters(conn, row.job_id, {row.status: -1}, now)
                 if row.status in (QUEUED, IN_PROGRESS):
                     await complete_finished_jobs(conn, [row.job_id], now)
+        if row.status in (QUEUED, IN_PROGRESS):
+            self.ctx.events.things_changed([req["thingName"]])
 
     # -- shared with the device plane ---------------------------------------------------------------
 

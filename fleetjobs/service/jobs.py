@@ -21,6 +21,7 @@ from fleetjobs.domain.errors import (
     ResourceNotFound,
 )
 from fleetjobs.domain.execution_state import CANCELED, COUNTER_FIELD, IN_PROGRESS, QUEUED
+from fleetjobs.service import events
 from fleetjobs.service.context import ServiceContext
 from fleetjobs.service.execution_moves import complete_finished_jobs, move_executions
 from fleetjobs.service.pagination import compact, decode_token, page, page_size
@@ -132,6 +133,8 @@ class Jobs:
                 created = await fan_out(conn, job_id, targets, now)
                 await conn.execute(update(J).where(J.c.job_id == job_id).values(n_queued=created))
                 await complete_finished_jobs(conn, [job_id], now)
+        if not scheduled:
+            self.ctx.events.job_changed(job_id, events.JOB_CREATED)
         return {"jobArn": self._arn(job_id), "jobId": job_id, "description": merged.get("description")}
 
     # -- read ----------------------------------------------------------------------------------
@@ -249,6 +252,7 @@ class Jobs:
                 from_statuses=from_statuses,
                 extra={"force_canceled": True} if force else None,
             )
+        self.ctx.events.job_changed(job_id, events.JOB_CANCELED)
         return {"jobArn": self._arn(job_id), "jobId": job_id, "description": row.description}
 
     async def update_job(self, req: dict[str, Any]) -> None:
@@ -304,6 +308,8 @@ class Jobs:
             created = await fan_out(conn, job_id, targets, now, skip_existing=True)
             if created:
                 await conn.execute(update(J).where(J.c.job_id == job_id).values(n_queued=J.c.n_queued + created))
+        if created:
+            self.ctx.events.job_changed(job_id, events.JOB_CREATED)
         return {"jobArn": self._arn(job_id), "jobId": job_id, "description": row.description}
 
     async def delete_job(self, req: dict[str, Any]) -> None:

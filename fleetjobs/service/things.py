@@ -231,7 +231,9 @@ class Things:
             result = await conn.execute(delete(T).where(T.c.id == row.id, T.c.version == row.version))
             if result.rowcount != 1:
                 raise self._version_conflict(name)
-            await remove_thing_executions(conn, name, self.ctx.clock.now())
+            removed = await remove_thing_executions(conn, name, self.ctx.clock.now())
+        if removed:
+            self.ctx.events.things_changed([name])
 
     # -- thing types -------------------------------------------------------------------------------
 
