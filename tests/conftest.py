@@ -6,12 +6,25 @@ With ``CI=true`` a missing PostgreSQL fails the run instead of skipping.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import Server, create_pg_database, drop_pg_database, in_ci, postgres_available, unique
+from tests.harness import (
+    Server,
+    create_pg_database,
+    drop_pg_database,
+    free_port,
+    in_ci,
+    postgres_available,
+    unique,
+)
+from tests.mqtt_device import Device
 
 BACKENDS = [b.strip() for b in os.environ.get("FLEETJOBS_TEST_BACKENDS", "sqlite,postgres").split(",") if b.strip()]
 if in_ci() and "postgres" not in BACKENDS:
@@ -86,3 +99,49 @@ def iot(server: Server):  # type: ignore[no-untyped-def]
 def iot_raw(server: Server):  # type: ignore[no-untyped-def]
     """A client with boto3's own parameter validation off, to reach the server's validation."""
     return server.client("iot", validate=False)
+
+
+# -- MQTT: a Mosquitto process of the tests' own, and a fleetjobs server whose gateway joins it ---------
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(exe).exists():
+        if in_ci():
+            pytest.fail("mosquitto is not installed and CI=true: refusing to skip the MQTT tests")
+        pytest.skip("mosquitto not installed")
+    port = free_port()
+    conf = tmp_path_factory.mktemp("mosquitto") / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n")
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def mqtt_server(backends, mosquitto):  # type: ignore[no-untyped-def]
+    srv = backends.server(
+        env={"FLEETJOBS_MQTT_URL": f"mqtt://127.0.0.1:{mosquitto}", "FLEETJOBS_MQTT_CLIENT_ID": unique("gw")}
+    ).start()
+    # Ready once the gateway answers a request.
+    probe = Device("127.0.0.1", mosquitto, unique("probe"))
+    try:
+        for _ in range(50):
+            try:
+                probe.request("get", timeout=0.5)
+                break
+            except Exception:
+                continue
+        else:
+            raise RuntimeError(f"MQTT gateway never answered:\n{srv.log()}")
+    finally:
+        probe.close()
+    return srv

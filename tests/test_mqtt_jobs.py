@@ -6,62 +6,12 @@ fleetjobs joins the broker as a client (``FLEETJOBS_MQTT_URL``) and answers on t
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.fleet import Fleet, thing_arn
-from tests.harness import free_port, in_ci, unique
+from tests.harness import unique
 from tests.mqtt_device import Device
-
-
-@pytest.fixture(scope="session")
-def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(exe).exists():
-        if in_ci():
-            pytest.fail("mosquitto is not installed and CI=true: refusing to skip the MQTT tests")
-        pytest.skip("mosquitto not installed")
-    port = free_port()
-    conf = tmp_path_factory.mktemp("mosquitto") / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            import socket
-
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield port
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="session")
-def mqtt_server(backends, mosquitto):  # type: ignore[no-untyped-def]
-    srv = backends.server(
-        env={"FLEETJOBS_MQTT_URL": f"mqtt://127.0.0.1:{mosquitto}", "FLEETJOBS_MQTT_CLIENT_ID": unique("gw")}
-    ).start()
-    # Ready once the gateway answers a request.
-    probe = Device("127.0.0.1", mosquitto, unique("probe"))
-    try:
-        for _ in range(50):
-            try:
-                probe.request("get", timeout=0.5)
-                break
-            except Exception:
-                continue
-        else:
-            raise RuntimeError(f"MQTT gateway never answered:\n{srv.log()}")
-    finally:
-        probe.close()
-    return srv
 
 
 @pytest.fixture
