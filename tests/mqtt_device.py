@@ -44,23 +44,26 @@ class Device:
         else:
             self.messages.put((topic, doc))
 
-    def request(
-        self, suffix: str, payload: dict[str, Any] | bytes | None = None, timeout: float = 10
-    ) -> tuple[str, dict]:
-        """Publish a request; return ("accepted" | "rejected", response document)."""
+    def send(self, suffix: str, payload: dict[str, Any] | None = None) -> Any:
+        """Publish a request now; returns a function that waits for its response."""
         token = uuid.uuid4().hex
         waiter: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
         with self._lock:
             self._responses[token] = waiter
-        if isinstance(payload, bytes):
-            body = payload
-        else:
-            body = json.dumps({**(payload or {}), "clientToken": token}).encode()
+        body = json.dumps({**(payload or {}), "clientToken": token}).encode()
         self.client.publish(f"{self.base}/{suffix}", body, qos=1)
-        topic, doc = waiter.get(timeout=timeout)
-        with self._lock:
-            del self._responses[token]
-        return topic.rsplit("/", 1)[1], doc
+
+        def wait(timeout: float = 10) -> tuple[str, dict[str, Any]]:
+            topic, doc = waiter.get(timeout=timeout)
+            with self._lock:
+                self._responses.pop(token, None)
+            return topic.rsplit("/", 1)[1], doc
+
+        return wait
+
+    def request(self, suffix: str, payload: dict[str, Any] | None = None, timeout: float = 10) -> tuple[str, dict]:
+        """Publish a request; return ("accepted" | "rejected", response document)."""
+        return self.send(suffix, payload)(timeout)
 
     def raw_response(self, suffix: str, payload: bytes, timeout: float = 10) -> tuple[str, dict[str, Any]]:
         """For payloads that carry no clientToken: wait for the first response on the topic."""

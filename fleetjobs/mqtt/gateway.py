@@ -97,7 +97,7 @@ class MqttGateway:
                     self.connected.set()
                     log.info("MQTT gateway connected to %s:%s", self.target.host, self.target.port)
                     async for message in client.messages:
-                        self._spawn(self._on_message(message))
+                        self._spawn(self._on_message(client, message))
             except aiomqtt.MqttError as e:
                 log.warning("MQTT connection lost (%s); reconnecting", e)
             finally:
@@ -110,7 +110,7 @@ class MqttGateway:
         if self.target.tls:
             tls_context = self.tls.context() if self.tls else ssl.create_default_context()
         # A persistent session: QoS 1 requests sent while fleetjobs restarts wait in the broker.
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self.target.host,
             self.target.port,
             identifier=self.client_id,
@@ -118,6 +118,15 @@ class MqttGateway:
             tls_context=tls_context,
             keepalive=30,
         )
+        # Acknowledge a request only once it has been handled (committed and answered), so a
+        # crash in between leaves it with the broker, which delivers it again.  aiomqtt does not
+        # expose paho's manual acknowledgement, hence the reach into its paho client.
+        client._client.manual_ack_set(True)
+        return client
+
+    def _ack(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        if message.qos > 0:
+            client._client.ack(message.mid, message.qos)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -133,10 +142,11 @@ class MqttGateway:
 
     # -- requests -----------------------------------------------------------------------------------
 
-    async def _on_message(self, message: aiomqtt.Message) -> None:
+    async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         topic = str(message.topic)
         parsed = topics.parse(topic)
         if parsed is None or isinstance(parsed, topics.NotARequest):
+            self._ack(client, message)
             return
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
         thing = parsed.thing_name
@@ -146,6 +156,7 @@ class MqttGateway:
                 await self.handle(topic, parsed, payload)
             except Exception:
                 log.exception("failed to handle %s", topic)
+            self._ack(client, message)
         if not lock.locked() and self._thing_locks.get(thing) is lock:
             del self._thing_locks[thing]
 

@@ -1,0 +1,44 @@
+"""Device requests survive a ``kill -9`` of fleetjobs: the gateway's persistent QoS 1 session
+keeps them at the broker, and a request is acknowledged only after it has been handled."""
+
+from __future__ import annotations
+
+from tests.fleet import Fleet, thing_arn
+from tests.harness import Server, unique
+from tests.mqtt_device import Device
+
+
+def test_requests_sent_while_fleetjobs_is_down_are_answered_after_restart(backends, mosquitto) -> None:  # type: ignore[no-untyped-def]
+    env = {"FLEETJOBS_MQTT_URL": f"mqtt://127.0.0.1:{mosquitto}", "FLEETJOBS_MQTT_CLIENT_ID": unique("gw")}
+    srv = backends.server(env=env).start()
+    iot = srv.client("iot")
+    fleet = Fleet(iot)
+    thing = fleet.things(1)[0]
+    job_id = fleet.job([thing_arn(thing)])
+    dev = Device("127.0.0.1", mosquitto, thing)
+    try:
+        # Wait for the gateway, then take the job.
+        for _ in range(50):
+            try:
+                kind, doc = dev.request("start-next", timeout=0.5)
+                break
+            except Exception:
+                continue
+        assert kind == "accepted" and doc["execution"]["jobId"] == job_id
+        srv.stop(kill=True)
+        # While fleetjobs is down the device reports progress; the broker keeps the request.
+        pending = dev.send(f"{job_id}/update", {"status": "IN_PROGRESS", "statusDetails": {"percent": "40"}})
+        restarted = Server(data_dir=srv.data_dir, database_url=srv.database_url, port=srv.port, env=env).start()
+        backends._servers.append(restarted)
+        kind, doc = pending(timeout=30)
+        assert kind == "accepted"
+        kind, doc = dev.request(f"{job_id}/update", {"status": "SUCCEEDED", "includeJobExecutionState": True})
+        assert kind == "accepted" and doc["executionState"]["versionNumber"] == 4
+        ex = restarted.client("iot").describe_job_execution(jobId=job_id, thingName=thing)["execution"]
+        assert ex["status"] == "SUCCEEDED" and ex["statusDetails"] == {"detailsMap": {"percent": "40"}}
+    finally:
+        dev.close()
+        # Leave no second gateway on the shared test broker: it would answer other tests' devices.
+        srv.stop()
+        if "restarted" in locals():
+            restarted.stop()
