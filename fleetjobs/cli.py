@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
+from pathlib import Path
 
 from fleetjobs import __version__
-from fleetjobs.config import LOG_LEVELS, Settings
+from fleetjobs.config import LOG_LEVELS, Settings, default_data_dir
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,9 +65,140 @@ def _parser() -> argparse.ArgumentParser:
     option("--region", f"region used in ARNs (default {d.region})")
     option("--account-id", f"account id used in ARNs (default {d.account_id})")
     option("--log-level", f"one of {', '.join(LOG_LEVELS)} (default {d.log_level})")
+    option("--mqtt-host", f"address the embedded MQTT broker listens on (default {d.mqtt_host})")
+    option("--mqtt-port", f"port of the embedded MQTT broker (default {d.mqtt_port})", type=int)
+    s.add_argument(
+        "--no-embedded-broker",
+        dest="embedded_broker",
+        action="store_const",
+        const=False,
+        help="do not run the embedded MQTT broker [env FLEETJOBS_EMBEDDED_BROKER=false]",
+    )
+    option("--mqtt-url", "join this external broker instead (mqtt://host:port or mqtts://host:port)")
+    option("--mqtt-client-id", f"MQTT client id of the gateway (default {d.mqtt_client_id}; one per instance)")
+    option("--mqtt-ca-file", "CA certificate that signed the external broker's certificate (mqtts)")
+    option("--mqtt-cert-file", "fleetjobs' client certificate for the external broker (see 'fleetjobs certs service')")
+    option("--mqtt-key-file", "its private key")
     option("--config", "TOML configuration file")
     s.set_defaults(subparser=s)
+    _add_security_commands(sub)
     return p
+
+
+def _add_security_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``certs`` and ``broker-config``: what a production broker needs to tell devices apart."""
+
+    def data_dir_option(q: argparse.ArgumentParser) -> None:
+        q.add_argument(
+            "--data-dir",
+            type=Path,
+            help="fleetjobs data dir; the CA lives in DATA_DIR/certs (default: $FLEETJOBS_DATA_DIR, else "
+            "~/.local/share/fleetjobs)",
+        )
+
+    def days_option(q: argparse.ArgumentParser, default: int) -> None:
+        q.add_argument("--days", type=int, default=default, help=f"validity in days (default {default})")
+
+    c = sub.add_parser(
+        "certs",
+        help="fleetjobs' certificate authority: device, broker and service certificates",
+        description=(
+            "Issue the X.509 certificates for mutual TLS between devices and an MQTT broker. A device "
+            "certificate's subject CN is its thing name, which the broker configuration written by "
+            "'fleetjobs broker-config' uses as the identity that its ACL is keyed on."
+        ),
+    )
+    csub = c.add_subparsers(dest="certs_command", metavar="ACTION", required=True)
+    q = csub.add_parser("init", help="create the CA (DATA_DIR/certs/ca.pem and ca.key; EC P-256)")
+    data_dir_option(q)
+    days_option(q, 3650)
+    q.add_argument("--force", action="store_true", help="replace an existing CA (invalidates every certificate)")
+    q = csub.add_parser("issue", help="issue a device certificate: THING.pem / THING.key, CN = thing name")
+    q.add_argument("thing", metavar="THING", help="thing name (1-128 characters of [a-zA-Z0-9:_-])")
+    data_dir_option(q)
+    q.add_argument("--out", type=Path, help="output directory (default DATA_DIR/certs/devices)")
+    days_option(q, 365)
+    q = csub.add_parser(
+        "server",
+        help="issue the broker's TLS server certificate (server.pem / server.key)",
+        description="With neither --host nor --ip the certificate is for localhost and 127.0.0.1.",
+    )
+    q.add_argument("--host", action="append", default=[], metavar="NAME", help="DNS name devices connect to (repeat)")
+    q.add_argument("--ip", action="append", default=[], metavar="ADDR", help="IP address devices connect to (repeat)")
+    data_dir_option(q)
+    q.add_argument("--out", type=Path, help="output directory (default DATA_DIR/certs)")
+    days_option(q, 365)
+    q = csub.add_parser(
+        "service", help="issue fleetjobs' own broker client certificate (CN fleetjobs-service; all of $aws/#)"
+    )
+    data_dir_option(q)
+    q.add_argument("--out", type=Path, help="output directory (default DATA_DIR/certs)")
+    days_option(q, 365)
+    c.set_defaults(subparser=c)
+
+    b = sub.add_parser(
+        "broker-config",
+        help="write an MQTT broker configuration: mutual TLS, one thing per certificate",
+        description="Write a broker configuration that only admits certificates of the fleetjobs CA.",
+    )
+    bsub = b.add_subparsers(dest="broker", metavar="BROKER", required=True)
+    m = bsub.add_parser(
+        "mosquitto",
+        help="Mosquitto 2.0: mutual TLS, ACL, persistence",
+        description=(
+            "Write mosquitto.conf, an ACL under which a thing may only publish and subscribe under "
+            "$aws/things/<its own name>/ (fleetjobs-service: all of $aws/#), copies of the CA and server "
+            "certificate, and a persistence directory, all owned by the user mosquitto runs as."
+        ),
+    )
+    m.add_argument("--port", type=int, required=True, help="TLS port to listen on (8883 is MQTT over TLS)")
+    m.add_argument("--bind", metavar="ADDR", help="address to listen on (default: every interface)")
+    data_dir_option(m)
+    m.add_argument("--out", type=Path, help="output directory (default DATA_DIR/mosquitto)")
+    m.add_argument(
+        "--user",
+        help="user mosquitto runs as; its files are given to it (default: mosquitto when run as root, else you)",
+    )
+    b.set_defaults(subparser=b)
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    if args.data_dir:
+        return Path(args.data_dir).expanduser()
+    env = os.environ.get("FLEETJOBS_DATA_DIR")
+    return Path(env).expanduser() if env else default_data_dir()
+
+
+def _certs(args: argparse.Namespace) -> None:
+    from fleetjobs.security import certs
+
+    data_dir = _data_dir(args)
+    cdir = certs.certs_dir(data_dir)
+    if args.certs_command == "init":
+        ca = certs.init_ca(cdir, force=args.force, days=args.days)
+        print(f"CA certificate: {ca.cert_path}")
+        print(f"CA private key: {ca.key_path} (keep it secret: it can mint any device identity)")
+        print(f"Subject: {ca.cert.subject.rfc4514_string()}")
+        return
+    ca = certs.load_ca(cdir)
+    if args.certs_command == "issue":
+        cert, key = certs.issue_device_cert(ca, args.thing, args.out or certs.devices_dir(data_dir), days=args.days)
+    elif args.certs_command == "server":
+        cert, key = certs.issue_server_cert(ca, args.out or cdir, hosts=args.host, ips=args.ip, days=args.days)
+    else:
+        cert, key = certs.issue_service_cert(ca, args.out or cdir, days=args.days)
+    print(f"certificate: {cert}")
+    print(f"private key: {key}")
+    print(f"CA certificate (to verify the broker): {ca.cert_path}")
+
+
+def _broker_config(args: argparse.Namespace) -> None:
+    from fleetjobs.security.broker_config import write_mosquitto_config
+
+    conf = write_mosquitto_config(_data_dir(args), args.port, args.out, bind=args.bind, user=args.user)
+    print(f"wrote {conf.conf_path} and {conf.acl_path} (files owned by user {conf.user!r})")
+    print("start the broker with:")
+    print("  " + shlex.join(conf.command()))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,3 +216,14 @@ def main(argv: list[str] | None = None) -> None:
         except (ValueError, OSError) as e:
             args.subparser.error(str(e))
         serve(settings)
+    elif args.command in ("certs", "broker-config"):
+        from fleetjobs.security.broker_config import BrokerConfigError
+        from fleetjobs.security.certs import CertificateError
+
+        try:
+            if args.command == "certs":
+                _certs(args)
+            else:
+                _broker_config(args)
+        except (CertificateError, BrokerConfigError, OSError) as e:
+            args.subparser.exit(1, f"fleetjobs {args.command}: error: {e}\n")

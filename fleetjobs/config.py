@@ -35,7 +35,11 @@ class Settings:
     region: str = "us-east-1"
     account_id: str = "123456789012"
     log_level: str = "info"
-    # The device plane: an external MQTT broker (mqtt://host:port or mqtts://...) fleetjobs joins as a client.
+    # The device plane.  By default an embedded broker listens on mqtt_host:mqtt_port and the gateway
+    # joins it; with mqtt_url fleetjobs joins that external broker (mqtt://host:port, mqtts://...) instead.
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1884
+    embedded_broker: bool = True
     mqtt_url: str | None = None
     mqtt_client_id: str = "fleetjobs-gateway"
     mqtt_ca_file: str | None = None
@@ -66,6 +70,14 @@ class Settings:
             s.port = int(s.port)
         except (TypeError, ValueError):
             raise ValueError(f"port must be a number, not {s.port!r}") from None
+        try:
+            s.mqtt_port = int(s.mqtt_port)
+        except (TypeError, ValueError):
+            raise ValueError(f"mqtt_port must be a number, not {s.mqtt_port!r}") from None
+        if isinstance(s.embedded_broker, str):
+            if s.embedded_broker.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(f"embedded_broker must be true or false, not {s.embedded_broker!r}")
+            s.embedded_broker = s.embedded_broker.lower() in ("true", "1", "yes")
         s.data_dir = Path(s.data_dir).expanduser()
         s.log_level = str(s.log_level).lower()
         if s.log_level not in LOG_LEVELS:

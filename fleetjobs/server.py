@@ -14,6 +14,7 @@ from fleetjobs.api.app import AwsApi, bind_handlers, json_response
 from fleetjobs.clock import Clock, SystemClock
 from fleetjobs.config import AccessKey, Settings, resolve_access_key
 from fleetjobs.domain.arns import Partition
+from fleetjobs.mqtt.embedded_broker import EmbeddedBroker
 from fleetjobs.mqtt.gateway import MqttGateway, TlsFiles
 from fleetjobs.service.context import ServiceContext
 from fleetjobs.service.device_jobs import DeviceJobs
@@ -51,15 +52,24 @@ class Services:
 class Background:
     """Migrations at start, then the server's background loops (job deletion sweeps)."""
 
-    def __init__(self, db: Database, services: Services, gateway: MqttGateway | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        services: Services,
+        gateway: MqttGateway | None = None,
+        broker: EmbeddedBroker | None = None,
+    ) -> None:
         self.db = db
         self.services = services
         self.gateway = gateway
+        self.broker = broker
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await self.db.migrate()
         self.tasks.append(asyncio.create_task(self.services.jobs.run_purger()))
+        if self.broker is not None:
+            await self.broker.start()
         if self.gateway is not None:
             self.tasks.append(asyncio.create_task(self.gateway.run()))
 
@@ -67,16 +77,29 @@ class Background:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.gateway is not None:
+            await self.gateway.close()
+        if self.broker is not None:
+            await self.broker.stop()
         await self.db.close()
 
 
+def embedded_broker(settings: Settings) -> EmbeddedBroker | None:
+    if settings.mqtt_url or not settings.embedded_broker:
+        return None
+    return EmbeddedBroker(settings.mqtt_host, settings.mqtt_port)
+
+
 def mqtt_gateway(settings: Settings, services: Services, clock: Clock) -> MqttGateway | None:
-    if not settings.mqtt_url:
+    url = settings.mqtt_url
+    if not url and settings.embedded_broker:
+        url = f"mqtt://127.0.0.1:{settings.mqtt_port}"
+    if not url:
         return None
     tls = None
     if settings.mqtt_cert_file and settings.mqtt_key_file and settings.mqtt_ca_file:
         tls = TlsFiles(settings.mqtt_ca_file, settings.mqtt_cert_file, settings.mqtt_key_file)
-    gateway = MqttGateway(settings.mqtt_url, services.device_jobs, clock, client_id=settings.mqtt_client_id, tls=tls)
+    gateway = MqttGateway(url, services.device_jobs, clock, client_id=settings.mqtt_client_id, tls=tls)
     services.device_jobs.ctx.events.subscribe(gateway)
     return gateway
 
@@ -98,7 +121,7 @@ def build(settings: Settings, key: AccessKey, clock: Clock | None = None) -> tup
     async def health(scope, receive, send):  # type: ignore[no-untyped-def]
         await json_response(send, 200, {"status": "ok"})
 
-    background = Background(db, services, mqtt_gateway(settings, services, clock))
+    background = Background(db, services, mqtt_gateway(settings, services, clock), embedded_broker(settings))
     app = AwsApi(
         handlers={
             "iot": bind_handlers("iot", services.control_plane()),
@@ -121,6 +144,14 @@ def banner(settings: Settings, key: AccessKey, db: Database) -> str:
         f"  control plane (iot) and device HTTPS API (iot-jobs-data): {endpoint}",
         f"  database: {db.dialect} ({'data dir ' + str(settings.data_dir) if db.is_sqlite else 'external'})",
         f"  region {settings.region}, account {settings.account_id}",
+        "  devices (MQTT, AWS IoT Jobs topics): "
+        + (
+            f"external broker {settings.mqtt_url}"
+            if settings.mqtt_url
+            else f"embedded broker mqtt://{settings.mqtt_host}:{settings.mqtt_port} (MQTT 3.1.1, no TLS: loopback use)"
+            if settings.embedded_broker
+            else "off"
+        ),
     ]
     if key.generated:
         lines.append(f"  generated an access key (kept in {settings.data_dir / 'credentials.json'}):")
@@ -159,6 +190,10 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Migration chatter at every start says nothing an operator needs.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("amqtt").setLevel(logging.ERROR)
+    # The banner says where the embedded broker listens; its own start-up line would only precede it.
+    logging.getLogger("fleetjobs.mqtt.embedded_broker").setLevel(logging.WARNING)
+    logging.getLogger("transitions").setLevel(logging.WARNING)
     key = resolve_access_key(settings)
     app, db, _ = build(settings, key)
     config = uvicorn.Config(

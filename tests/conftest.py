@@ -126,13 +126,20 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def mqtt_server(backends, mosquitto):  # type: ignore[no-untyped-def]
-    srv = backends.server(
-        env={"FLEETJOBS_MQTT_URL": f"mqtt://127.0.0.1:{mosquitto}", "FLEETJOBS_MQTT_CLIENT_ID": unique("gw")}
-    ).start()
+@pytest.fixture(scope="session", params=["embedded", "mosquitto"])
+def mqtt_server(request: pytest.FixtureRequest, backends: Backend) -> Server:
+    """A server answering the Jobs MQTT API: through its embedded broker, or through the
+    tests' Mosquitto (fleetjobs as a client).  ``.mqtt_port`` is where devices connect."""
+    if request.param == "mosquitto":
+        port = request.getfixturevalue("mosquitto")
+        srv = backends.server(
+            env={"FLEETJOBS_MQTT_URL": f"mqtt://127.0.0.1:{port}", "FLEETJOBS_MQTT_CLIENT_ID": unique("gw")}
+        ).start()
+        srv.mqtt_port = port
+    else:
+        srv = backends.server().start()
     # Ready once the gateway answers a request.
-    probe = Device("127.0.0.1", mosquitto, unique("probe"))
+    probe = Device("127.0.0.1", srv.mqtt_port, unique("probe"))
     try:
         for _ in range(50):
             try:

@@ -110,6 +110,7 @@ class Server:
     data_dir: Path
     database_url: str | None = None
     port: int = field(default_factory=free_port)
+    mqtt_port: int = field(default_factory=free_port)
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     credentials: bool = True
@@ -145,6 +146,8 @@ class Server:
         self.log_path = self.data_dir / f"server-{self.port}.log"
         env = {k: v for k, v in os.environ.items() if k not in ISOLATED_ENV}
         env.update(self.env)
+        # Every test server gets its own embedded-broker port (the default one may be taken).
+        env.setdefault("FLEETJOBS_MQTT_PORT", str(self.mqtt_port))
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)

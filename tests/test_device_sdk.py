@@ -28,11 +28,11 @@ def connect(port: int, thing: str) -> Any:
     return connection
 
 
-def test_iot_jobs_client_runs_a_job_to_completion(mqtt_server, mosquitto) -> None:  # type: ignore[no-untyped-def]
+def test_iot_jobs_client_runs_a_job_to_completion(mqtt_server) -> None:  # type: ignore[no-untyped-def]
     iot = mqtt_server.client("iot")
     fleet = Fleet(iot)
     thing = fleet.things(1)[0]
-    connection = connect(mosquitto, thing)
+    connection = connect(mqtt_server.mqtt_port, thing)
     jobs = iotjobs.IotJobsClient(connection)
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
     qos = awscrt_mqtt.QoS.AT_LEAST_ONCE

@@ -20,11 +20,11 @@ def iot(mqtt_server):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def device_factory(mqtt_server, mosquitto):  # type: ignore[no-untyped-def]
+def device_factory(mqtt_server):  # type: ignore[no-untyped-def]
     made: list[Device] = []
 
     def make(thing: str) -> Device:
-        d = Device("127.0.0.1", mosquitto, thing)
+        d = Device("127.0.0.1", mqtt_server.mqtt_port, thing)
         made.append(d)
         return d
 
