@@ -74,11 +74,26 @@ def _parser() -> argparse.ArgumentParser:
         const=False,
         help="do not run the embedded MQTT broker [env FLEETJOBS_EMBEDDED_BROKER=false]",
     )
+    s.add_argument(
+        "--mqtt-tls",
+        dest="mqtt_tls",
+        action="store_const",
+        const=True,
+        help="embedded broker with mutual TLS: devices present certificates of the CA in DATA_DIR/certs "
+        "('fleetjobs certs init', 'certs issue THING') and may only use their own thing's topics; the broker's "
+        "certificate (certs/server.pem) and the gateway's (certs/fleetjobs-service.pem) are issued if missing "
+        "[env FLEETJOBS_MQTT_TLS=true]",
+    )
     option("--mqtt-url", "join this external broker instead (mqtt://host:port or mqtts://host:port)")
     option("--mqtt-client-id", f"MQTT client id of the gateway (default {d.mqtt_client_id}; one per instance)")
     option("--mqtt-ca-file", "CA certificate that signed the external broker's certificate (mqtts)")
     option("--mqtt-cert-file", "fleetjobs' client certificate for the external broker (see 'fleetjobs certs service')")
     option("--mqtt-key-file", "its private key")
+    option(
+        "--mqtt-shared-group",
+        "share the device requests with the other instances of this group (external broker with the "
+        "bridge of 'broker-config mosquitto --shared-requests'; one --mqtt-client-id per instance)",
+    )
     option("--config", "TOML configuration file")
     s.set_defaults(subparser=s)
     _add_security_commands(sub)
@@ -156,6 +171,12 @@ def _add_security_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     data_dir_option(m)
     m.add_argument("--out", type=Path, help="output directory (default DATA_DIR/mosquitto)")
     m.add_argument(
+        "--shared-requests",
+        action="store_true",
+        help="add a loopback bridge so that several fleetjobs instances (serve --mqtt-shared-group) share "
+        "the device requests; needs 'fleetjobs certs service'",
+    )
+    m.add_argument(
         "--user",
         help="user mosquitto runs as; its files are given to it (default: mosquitto when run as root, else you)",
     )
@@ -195,7 +216,9 @@ def _certs(args: argparse.Namespace) -> None:
 def _broker_config(args: argparse.Namespace) -> None:
     from fleetjobs.security.broker_config import write_mosquitto_config
 
-    conf = write_mosquitto_config(_data_dir(args), args.port, args.out, bind=args.bind, user=args.user)
+    conf = write_mosquitto_config(
+        _data_dir(args), args.port, args.out, bind=args.bind, user=args.user, shared_requests=args.shared_requests
+    )
     print(f"wrote {conf.conf_path} and {conf.acl_path} (files owned by user {conf.user!r})")
     print("start the broker with:")
     print("  " + shlex.join(conf.command()))
@@ -215,7 +238,12 @@ def main(argv: list[str] | None = None) -> None:
             settings = Settings.load(flags)
         except (ValueError, OSError) as e:
             args.subparser.error(str(e))
-        serve(settings)
+        from fleetjobs.security.certs import CertificateError
+
+        try:
+            serve(settings)
+        except CertificateError as e:  # --mqtt-tls without a CA, or a CA that cannot be read
+            args.subparser.exit(1, f"fleetjobs serve: error: {e}\n")
     elif args.command in ("certs", "broker-config"):
         from fleetjobs.security.broker_config import BrokerConfigError
         from fleetjobs.security.certs import CertificateError

@@ -40,11 +40,16 @@ class Settings:
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1884
     embedded_broker: bool = True
+    # The embedded broker with mutual TLS: devices need a certificate of the CA in DATA_DIR/certs.
+    mqtt_tls: bool = False
     mqtt_url: str | None = None
     mqtt_client_id: str = "fleetjobs-gateway"
     mqtt_ca_file: str | None = None
     mqtt_cert_file: str | None = None
     mqtt_key_file: str | None = None
+    # Several instances on one external broker: share the device requests as this group (a shared
+    # subscription to the copy the broker's loopback bridge makes; see README "Scaling out").
+    mqtt_shared_group: str | None = None
 
     @classmethod
     def load(cls, flags: dict[str, Any], env: dict[str, str] | None = None) -> Settings:
@@ -74,10 +79,18 @@ class Settings:
             s.mqtt_port = int(s.mqtt_port)
         except (TypeError, ValueError):
             raise ValueError(f"mqtt_port must be a number, not {s.mqtt_port!r}") from None
-        if isinstance(s.embedded_broker, str):
-            if s.embedded_broker.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(f"embedded_broker must be true or false, not {s.embedded_broker!r}")
-            s.embedded_broker = s.embedded_broker.lower() in ("true", "1", "yes")
+        s.embedded_broker = _boolean("embedded_broker", s.embedded_broker)
+        s.mqtt_tls = _boolean("mqtt_tls", s.mqtt_tls)
+        if s.mqtt_tls and (s.mqtt_url or not s.embedded_broker):
+            raise ValueError(
+                "mqtt_tls is for the embedded broker; to join an external broker over TLS give an mqtts:// mqtt_url "
+                "and mqtt_ca_file, mqtt_cert_file, mqtt_key_file"
+            )
+        if s.mqtt_shared_group:
+            if any(c in str(s.mqtt_shared_group) for c in "/+#"):
+                raise ValueError(f"mqtt_shared_group must not contain '/', '+' or '#': {s.mqtt_shared_group!r}")
+            if not s.mqtt_url:
+                raise ValueError("mqtt_shared_group needs mqtt_url: an external broker with the loopback bridge")
         s.data_dir = Path(s.data_dir).expanduser()
         s.log_level = str(s.log_level).lower()
         if s.log_level not in LOG_LEVELS:
@@ -85,6 +98,16 @@ class Settings:
         if bool(s.access_key_id) != bool(s.secret_access_key):
             raise ValueError("set both access_key_id and secret_access_key, or neither (to use generated keys)")
         return s
+
+
+def _boolean(name: str, value: Any) -> bool:
+    """A boolean setting: a bool (flag, TOML) or a string (environment, TOML)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"{name} must be true or false, not {value!r}")
+    return text in ("true", "1", "yes")
 
 
 @dataclass(frozen=True)

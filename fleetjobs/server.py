@@ -16,8 +16,10 @@ from fleetjobs.config import AccessKey, Settings, resolve_access_key
 from fleetjobs.domain.arns import Partition
 from fleetjobs.mqtt.embedded_broker import EmbeddedBroker
 from fleetjobs.mqtt.gateway import MqttGateway, TlsFiles
+from fleetjobs.mqtt.job_events import JobEventsPublisher
 from fleetjobs.service.context import ServiceContext
 from fleetjobs.service.device_jobs import DeviceJobs
+from fleetjobs.service.event_configurations import EventConfigurations
 from fleetjobs.service.executions import Executions
 from fleetjobs.service.groups import ThingGroups
 from fleetjobs.service.jobs import Jobs
@@ -36,17 +38,24 @@ class Services:
     executions: Executions
     templates: JobTemplates
     device_jobs: DeviceJobs
+    event_configurations: EventConfigurations
 
     @classmethod
     def create(cls, ctx: ServiceContext) -> Services:
         templates = JobTemplates(ctx)
         executions = Executions(ctx)
         return cls(
-            Things(ctx), ThingGroups(ctx), Jobs(ctx, templates), executions, templates, DeviceJobs(ctx, executions)
+            Things(ctx),
+            ThingGroups(ctx),
+            Jobs(ctx, templates),
+            executions,
+            templates,
+            DeviceJobs(ctx, executions),
+            EventConfigurations(ctx),
         )
 
     def control_plane(self) -> list[object]:
-        return [self.things, self.groups, self.jobs, self.executions, self.templates]
+        return [self.things, self.groups, self.jobs, self.executions, self.templates, self.event_configurations]
 
 
 class Background:
@@ -68,10 +77,20 @@ class Background:
     async def start(self) -> None:
         await self.db.migrate()
         self.tasks.append(asyncio.create_task(self.services.jobs.run_purger()))
+        self.tasks.append(asyncio.create_task(self._forget_old_device_requests()))
         if self.broker is not None:
             await self.broker.start()
         if self.gateway is not None:
             self.tasks.append(asyncio.create_task(self.gateway.run()))
+
+    async def _forget_old_device_requests(self, keep: float = 3600.0, every: float = 60.0) -> None:
+        """Redelivery happens within seconds of a restart; an hour of remembered answers is plenty."""
+        while True:
+            try:
+                await self.services.device_jobs.forget_requests(self.services.device_jobs.ctx.clock.now() - keep)
+            except Exception:
+                log.exception("forgetting old device requests failed; will retry")
+            await asyncio.sleep(every)
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -87,21 +106,103 @@ class Background:
 def embedded_broker(settings: Settings) -> EmbeddedBroker | None:
     if settings.mqtt_url or not settings.embedded_broker:
         return None
+    if settings.mqtt_tls:
+        ca_file, (cert_file, key_file) = _embedded_tls(settings, "server")
+        return EmbeddedBroker(
+            settings.mqtt_host, settings.mqtt_port, ca_file=ca_file, cert_file=cert_file, key_file=key_file
+        )
     return EmbeddedBroker(settings.mqtt_host, settings.mqtt_port)
 
 
 def mqtt_gateway(settings: Settings, services: Services, clock: Clock) -> MqttGateway | None:
     url = settings.mqtt_url
+    tls = None
     if not url and settings.embedded_broker:
-        url = f"mqtt://127.0.0.1:{settings.mqtt_port}"
+        # The broker listens on mqtt_host; a wildcard address is reached on loopback.
+        host = _gateway_host(settings)
+        hostport = f"[{host}]:{settings.mqtt_port}" if ":" in host else f"{host}:{settings.mqtt_port}"
+        if settings.mqtt_tls:
+            url = f"mqtts://{hostport}"
+            ca_file, (cert_file, key_file) = _embedded_tls(settings, "service")
+            tls = TlsFiles(ca_file, cert_file, key_file)
+        else:
+            url = f"mqtt://{hostport}"
     if not url:
         return None
-    tls = None
-    if settings.mqtt_cert_file and settings.mqtt_key_file and settings.mqtt_ca_file:
+    if tls is None and settings.mqtt_cert_file and settings.mqtt_key_file and settings.mqtt_ca_file:
         tls = TlsFiles(settings.mqtt_ca_file, settings.mqtt_cert_file, settings.mqtt_key_file)
-    gateway = MqttGateway(url, services.device_jobs, clock, client_id=settings.mqtt_client_id, tls=tls)
-    services.device_jobs.ctx.events.subscribe(gateway)
+    gateway = MqttGateway(
+        url,
+        services.device_jobs,
+        clock,
+        client_id=settings.mqtt_client_id,
+        tls=tls,
+        shared_group=settings.mqtt_shared_group,
+    )
+    ctx = services.device_jobs.ctx
+    ctx.events.subscribe(gateway)
+    ctx.events.subscribe_domain(JobEventsPublisher(ctx.db, ctx.partition, clock, gateway.publish, gateway.spawn))
     return gateway
+
+
+def _gateway_host(settings: Settings) -> str:
+    return "127.0.0.1" if settings.mqtt_host in ("0.0.0.0", "::", "") else settings.mqtt_host
+
+
+def _embedded_tls(settings: Settings, which: str) -> tuple[str, tuple[str, str]]:
+    """The CA file and the broker's ("server") or the gateway's ("service") certificate and key for --mqtt-tls.
+
+    Both come from the CA in DATA_DIR/certs (``fleetjobs certs init``) and are the files ``fleetjobs certs
+    server`` / ``certs service`` write; one that is missing, not from that CA, about to expire, or (the server
+    certificate) not valid for the address the gateway connects to is issued now, under a lock so that instances
+    starting together on one data dir never pair one's key with another's certificate.
+    """
+    import fcntl
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+
+    from fleetjobs.security import certs
+
+    cdir = certs.certs_dir(settings.data_dir)
+    ca = certs.load_ca(cdir)  # CertificateError "run 'fleetjobs certs init' first" when there is none
+    stem = certs.SERVER_NAME if which == "server" else certs.SERVICE_IDENTITY
+    cert_path, key_path = cdir / f"{stem}.pem", cdir / f"{stem}.key"
+    gateway_host = _gateway_host(settings)
+    with open(cdir / ".issue.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sans: list[str] = []
+        try:
+            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            cert.verify_directly_issued_by(ca.cert)
+            fresh = cert.not_valid_after_utc > datetime.now(UTC) + timedelta(days=1)
+            valid = fresh and key.public_key() == cert.public_key()
+            if which == "server":
+                try:
+                    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+                    sans = [*names.get_values_for_type(x509.DNSName)]
+                    sans += [str(a) for a in names.get_values_for_type(x509.IPAddress)]
+                except x509.ExtensionNotFound:
+                    pass
+                valid = valid and gateway_host in sans
+        except (OSError, ValueError, TypeError, InvalidSignature):
+            valid = False
+        if not valid:
+            if which == "server":
+                # Whatever names it had (e.g. from 'fleetjobs certs server --host'), plus loopback and mqtt_host.
+                wanted = [*sans, "localhost", "127.0.0.1", gateway_host]
+                if settings.mqtt_host in ("0.0.0.0", "::", ""):
+                    import socket
+
+                    wanted.append(socket.getfqdn())
+                certs.issue_server_cert(ca, cdir, hosts=list(dict.fromkeys(h for h in wanted if h)))
+            else:
+                certs.issue_service_cert(ca, cdir)
+            log.info("issued %s for the embedded broker's TLS", cert_path)
+    return str(ca.cert_path), (str(cert_path), str(key_path))
 
 
 def database_url(settings: Settings) -> str:
@@ -116,6 +217,7 @@ def build(settings: Settings, key: AccessKey, clock: Clock | None = None) -> tup
     db = Database(database_url(settings))
     ctx = ServiceContext(db=db, clock=clock, partition=Partition(settings.region, settings.account_id))
     services = Services.create(ctx)
+    db.on_events = ctx.events.dispatch  # committed domain events reach their listeners
     credentials = {key.access_key_id: key.secret_access_key}
 
     async def health(scope, receive, send):  # type: ignore[no-untyped-def]
@@ -148,6 +250,9 @@ def banner(settings: Settings, key: AccessKey, db: Database) -> str:
         + (
             f"external broker {settings.mqtt_url}"
             if settings.mqtt_url
+            else f"embedded broker mqtts://{settings.mqtt_host}:{settings.mqtt_port} (MQTT 3.1.1, TLS with client "
+            f"certificates of the CA in {settings.data_dir / 'certs'}, per-thing ACL)"
+            if settings.embedded_broker and settings.mqtt_tls
             else f"embedded broker mqtt://{settings.mqtt_host}:{settings.mqtt_port} (MQTT 3.1.1, no TLS: loopback use)"
             if settings.embedded_broker
             else "off"

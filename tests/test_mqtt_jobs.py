@@ -158,3 +158,48 @@ def test_control_plane_changes_notify_the_device(iot, device_factory) -> None:  
     iot.cancel_job_execution(jobId=second, thingName=thing)
     dev.wait_for(lambda t, d: t.endswith("/notify-next") and "execution" not in d)
     _, notify = dev.wait_for(lambda t, d: t.endswith("/notify") and d["jobs"] == {})
+
+
+def test_malformed_requests_never_change_state_or_stop_the_gateway(iot, device_factory) -> None:  # type: ignore[no-untyped-def]
+    fleet = Fleet(iot)
+    thing = fleet.things(1)[0]
+    dev = device_factory(thing)
+    job_id = fleet.job([thing_arn(thing)])
+    _, doc = dev.raw_response(f"{job_id}/update", b"[1, 2, 3]")
+    assert doc["code"] == "InvalidRequest"
+    _, doc = dev.raw_response(f"{job_id}/update", b"\xff\xfe not utf-8")
+    assert doc["code"] == "InvalidJson"
+    _, doc = dev.raw_response(f"{job_id}/update", b'{"status": "SUCCEEDED", "pad": "' + b"x" * 140_000 + b'"}')
+    assert doc["code"] == "InvalidRequest"
+    wrong_types = [
+        {"status": "IN_PROGRESS", "statusDetails": ["a"]},
+        {"status": "IN_PROGRESS", "stepTimeoutInMinutes": "soon"},
+        {"status": "IN_PROGRESS", "includeJobDocument": "yes"},
+        {"status": 7},
+        {"status": "IN_PROGRESS", "statusDetails": {"k": "v" * 1025}},
+        {"status": "IN_PROGRESS", "statusDetails": {f"k{i}": "v" for i in range(11)}},
+    ]
+    for payload in wrong_types:
+        kind, doc = dev.request(f"{job_id}/update", payload)
+        assert kind == "rejected" and doc["code"] == "InvalidRequest", payload
+    ex = iot.describe_job_execution(jobId=job_id, thingName=thing)["execution"]
+    assert ex["status"] == "QUEUED" and ex["versionNumber"] == 1
+    assert dev.request(f"{job_id}/update", {"status": "SUCCEEDED"})[0] == "accepted"
+
+
+def test_a_redelivered_request_gets_the_same_answer_and_runs_once(iot, device_factory) -> None:  # type: ignore[no-untyped-def]
+    """What the broker does when fleetjobs died after handling a request but before acknowledging it."""
+    fleet = Fleet(iot)
+    thing = fleet.things(1)[0]
+    dev = device_factory(thing)
+    job_id = fleet.job([thing_arn(thing)])
+    body = json.dumps({"status": "SUCCEEDED", "includeJobExecutionState": True, "clientToken": "t-1"}).encode()
+    first = dev.raw_response(f"{job_id}/update", body)
+    again = dev.raw_response(f"{job_id}/update", body)
+    assert first[0].endswith("/accepted") and again[0].endswith("/accepted")
+    assert again[1]["executionState"] == first[1]["executionState"] == {"status": "SUCCEEDED", "versionNumber": 2}
+    assert iot.describe_job_execution(jobId=job_id, thingName=thing)["execution"]["versionNumber"] == 2
+    # A different request that reuses the token is a new request, judged on its own.
+    other = json.dumps({"status": "IN_PROGRESS", "clientToken": "t-1"}).encode()
+    _, doc = dev.raw_response(f"{job_id}/update", other)
+    assert doc["code"] == "InvalidStateTransition"

@@ -6,6 +6,7 @@ request), so both device APIs refuse exactly the same inputs with the same messa
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -43,14 +44,27 @@ class InvalidJson(Exception):
     pass
 
 
+# AWS IoT caps an MQTT message at 128 KiB.
+MAX_PAYLOAD = 128 * 1024
+
+
 def decode(payload: bytes) -> dict[str, Any]:
+    """The request document; InvalidJson for bytes that are not UTF-8 JSON, InvalidRequest for JSON
+    that is not an object or a payload over the size limit."""
+    if len(payload) > MAX_PAYLOAD:
+        raise InvalidRequest(f"The payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD}")
     try:
         doc = json.loads(payload.decode("utf-8")) if payload.strip() else {}
     except (UnicodeDecodeError, ValueError):
         raise InvalidJson("The payload is not valid UTF-8 JSON") from None
     if not isinstance(doc, dict):
-        raise InvalidJson("The payload must be a JSON object")
+        raise InvalidRequest("The payload must be a JSON object")
     return doc
+
+
+def request_key(topic: str, payload: bytes) -> str:
+    """Identifies one request: the same topic and the same bytes (clientToken included)."""
+    return hashlib.sha256(topic.encode() + b"\n" + payload).hexdigest()
 
 
 def client_token(doc: dict[str, Any]) -> str | None:

@@ -34,6 +34,23 @@ OPERATION_METHOD = {
     topics.UPDATE: "update_job_execution",
 }
 CHANGING = (topics.START_NEXT, topics.UPDATE)
+# Scale-out: the broker's loopback bridge (``fleetjobs broker-config mosquitto --shared-requests``)
+# copies $aws/things/<thing>/jobs/... to this tree, which instances read through a shared subscription.
+SHARED_REQUESTS_PREFIX = "fleetjobs/requests/"
+
+
+def shared_filter(group: str) -> str:
+    """The shared subscription of the instances of ``group``: each request reaches one of them."""
+    if not group or any(c in group for c in "/+#"):
+        raise ValueError(f"invalid MQTT shared subscription group {group!r}: no '/', '+' or '#'")
+    return f"$share/{group}/{SHARED_REQUESTS_PREFIX}#"
+
+
+def request_topic(received: str) -> str | None:
+    """The device's own topic of a request received through the bridge (None: not bridged)."""
+    if not received.startswith(SHARED_REQUESTS_PREFIX):
+        return None
+    return topics.PREFIX + received[len(SHARED_REQUESTS_PREFIX) :]
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,7 @@ class MqttGateway:
         client_id: str = "fleetjobs-gateway",
         tls: TlsFiles | None = None,
         reconnect_delay: float = 1.0,
+        shared_group: str | None = None,
     ) -> None:
         self.target = BrokerTarget.parse(url)
         self.device = device
@@ -80,6 +98,9 @@ class MqttGateway:
         self.client_id = client_id
         self.tls = tls
         self.reconnect_delay = reconnect_delay
+        # With a group, requests come through the bridge's copy, shared between the group's instances.
+        self.shared_group = shared_group or None
+        self.request_filter = shared_filter(shared_group) if shared_group else topics.REQUEST_FILTER
         self._client: aiomqtt.Client | None = None
         self._thing_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -93,9 +114,15 @@ class MqttGateway:
             try:
                 async with self._connect() as client:
                     self._client = client
-                    await client.subscribe(topics.REQUEST_FILTER, qos=1)
+                    await client.subscribe(self.request_filter, qos=1)
                     self.connected.set()
-                    log.info("MQTT gateway connected to %s:%s", self.target.host, self.target.port)
+                    log.info(
+                        "MQTT gateway connected to %s:%s as %s, subscribed to %s",
+                        self.target.host,
+                        self.target.port,
+                        self.client_id,
+                        self.request_filter,
+                    )
                     async for message in client.messages:
                         self._spawn(self._on_message(client, message))
             except aiomqtt.MqttError as e:
@@ -110,11 +137,14 @@ class MqttGateway:
         if self.target.tls:
             tls_context = self.tls.context() if self.tls else ssl.create_default_context()
         # A persistent session: QoS 1 requests sent while fleetjobs restarts wait in the broker.
+        # Not in a shared group: Mosquitto keeps handing a share of the group's messages to a member
+        # whose persistent session is offline (they would wait for that instance to come back); with a
+        # clean session its subscription ends with its connection and the others get everything.
         client = aiomqtt.Client(
             self.target.host,
             self.target.port,
             identifier=self.client_id,
-            clean_session=False,
+            clean_session=self.shared_group is not None,
             tls_context=tls_context,
             keepalive=30,
         )
@@ -127,6 +157,10 @@ class MqttGateway:
     def _ack(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         if message.qos > 0:
             client._client.ack(message.mid, message.qos)
+
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the background; it is cancelled when the gateway closes."""
+        self._spawn(coro)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -143,9 +177,11 @@ class MqttGateway:
     # -- requests -----------------------------------------------------------------------------------
 
     async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-        topic = str(message.topic)
-        parsed = topics.parse(topic)
-        if parsed is None or isinstance(parsed, topics.NotARequest):
+        received = str(message.topic)
+        # In a shared group, the bridge's copy: fleetjobs/requests/<thing>/... -> $aws/things/<thing>/...
+        topic = request_topic(received) if self.shared_group is not None else received
+        parsed = topics.parse(topic) if topic is not None else None
+        if topic is None or parsed is None or isinstance(parsed, topics.NotARequest):
             self._ack(client, message)
             return
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
@@ -154,6 +190,7 @@ class MqttGateway:
         async with lock:
             try:
                 await self.handle(topic, parsed, payload)
+                log.debug("handled request %s (gateway %s)", topic, self.client_id)
             except Exception:
                 log.exception("failed to handle %s", topic)
             self._ack(client, message)
@@ -169,6 +206,9 @@ class MqttGateway:
         except codec.InvalidJson as e:
             await self.publish(f"{topic}/rejected", codec.rejected("InvalidJson", str(e), None, now))
             return
+        except InvalidRequest as e:
+            await self.publish(f"{topic}/rejected", codec.rejected("InvalidRequest", e.message, None, now))
+            return
         if isinstance(parsed, topics.InvalidTopic):
             message = f"The topic {topic} does not map to any Jobs API"
             await self.publish(f"{topic}/rejected", codec.rejected("InvalidTopic", message, token, now))
@@ -176,7 +216,12 @@ class MqttGateway:
         before = await self._view(parsed.thing_name) if parsed.operation in CHANGING else None
         try:
             req = codec.build_request(parsed.operation, parsed.thing_name, parsed.job_id, doc)
-            result = await getattr(self.device, OPERATION_METHOD[parsed.operation])(req)
+            method = getattr(self.device, OPERATION_METHOD[parsed.operation])
+            if parsed.operation in CHANGING and token is not None:
+                # The same request delivered again (after a crash before its PUBACK) gets the same answer.
+                result = await method(req, request_key=codec.request_key(topic, payload))
+            else:
+                result = await method(req)
         except ServiceError as e:
             code, state = codec.rejection_for(e)
             await self.publish(f"{topic}/rejected", codec.rejected(code, e.message, token, self.clock.now(), state))

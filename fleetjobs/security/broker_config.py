@@ -8,9 +8,12 @@ What it writes into one directory (default ``DATA_DIR/mosquitto``):
   waiting for fleetjobs, survive a broker restart), and the ACL below;
 * ``acl``: a thing may publish and subscribe only under ``$aws/things/<its own name>/``; the
   ``fleetjobs-service`` identity may use all of ``$aws/#`` (requests, responses, notifications,
-  events), ``fleetjobs/#`` (kept for coordination between fleetjobs instances; devices cannot touch
-  it) and may read ``$SYS/#`` (broker health);
-* copies of ``ca.pem``, ``server.pem`` and ``server.key``, and the ``data/`` persistence directory.
+  events), ``fleetjobs/#`` (between fleetjobs instances, e.g. the bridged requests below; devices cannot
+  touch it) and may read ``$SYS/#`` (broker health);
+* copies of ``ca.pem``, ``server.pem`` and ``server.key``, and the ``data/`` persistence directory;
+* with ``shared_requests`` (``--shared-requests``): a loopback bridge so that several fleetjobs
+  instances can share the device traffic (see ``render_shared_requests_bridge``), and a copy of the
+  ``fleetjobs-service`` certificate and key it connects with.
 
 Why copies, owned by the broker's user: Mosquitto started as root drops to an unprivileged user
 (``user``, by default ``mosquitto``) *before* it opens its certificate, key, ACL and persistence
@@ -47,6 +50,9 @@ CONF_NAME = "mosquitto.conf"
 ACL_NAME = "acl"
 DATA_NAME = "data"
 DEFAULT_BROKER_USER = "mosquitto"
+# Where the loopback bridge republishes device requests, and how fleetjobs instances subscribe to it.
+SHARED_REQUESTS_PREFIX = "fleetjobs/requests/"
+BRIDGE_NAME = "fleetjobs-requests"
 
 
 class BrokerConfigError(Exception):
@@ -87,7 +93,8 @@ pattern readwrite $aws/things/%u/#
 # fleetjobs itself: every thing's job requests, responses and notifications, and $aws/events/...
 user {SERVICE_IDENTITY}
 topic readwrite $aws/#
-# Not used by the device protocol; reserved for coordination between fleetjobs instances.
+# Not used by devices: between fleetjobs instances, e.g. the copy of the device requests that the
+# --shared-requests loopback bridge (also {SERVICE_IDENTITY}) writes under fleetjobs/requests/.
 topic readwrite fleetjobs/#
 # Broker statistics, for health checks.
 topic read $SYS/#
@@ -139,6 +146,49 @@ connection_messages true
 """
 
 
+def render_shared_requests_bridge(directory: Path, port: int, address: str, *, verify_host: bool = True) -> str:
+    """A bridge from the broker to itself that copies device requests onto ``fleetjobs/requests/``.
+
+    Mosquitto never delivers ``$``-topics to shared subscriptions (``$share/GROUP/$aws/...`` matches
+    nothing), so several fleetjobs instances subscribed to ``$aws/things/+/jobs/#`` would all get, and
+    all answer, every request. The bridge subscribes to ``$aws/things/+/jobs/#`` like any client and
+    republishes each message as ``fleetjobs/requests/<thing>/jobs/...`` (the same topic with its
+    ``$aws/things/`` prefix swapped), which the instances consume through the shared subscription
+    ``$share/<group>/fleetjobs/requests/#``: each request reaches exactly one of them. Answers and
+    notifications are still published on ``$aws/things/...``. The bridged thing name is the one in
+    the device's own topic, which the ACL already confined to the device's certificate, and devices
+    cannot publish under ``fleetjobs/`` at all. The copy never loops: the republished topics do not
+    match ``$aws/things/+/jobs/#``.
+    """
+    d = Path(directory)
+    insecure = ""
+    if not verify_host:
+        insecure = "# The server certificate does not name the loopback address: check the chain only.\n"
+        insecure += "bridge_insecure true\n"
+    return f"""
+# Scale-out: several fleetjobs instances share the device requests (fleetjobs serve
+# --mqtt-shared-group GROUP, each with its own --mqtt-client-id). This bridge connects the broker to
+# itself as {SERVICE_IDENTITY} (through the listener above, so the ACL applies to it) and copies every
+# $aws/things/<thing>/jobs/... message to fleetjobs/requests/<thing>/jobs/..., which the instances
+# read with the shared subscription $share/GROUP/{SHARED_REQUESTS_PREFIX}#.
+connection {BRIDGE_NAME}
+address {address}:{port}
+bridge_protocol_version mqttv311
+remote_clientid {BRIDGE_NAME}
+local_clientid {BRIDGE_NAME}-local
+# A persistent session on the remote side: requests wait for the bridge if it reconnects.
+cleansession false
+notifications false
+start_type automatic
+restart_timeout 1 10
+bridge_cafile {d / CA_CERT}
+bridge_certfile {d / (SERVICE_IDENTITY + ".pem")}
+bridge_keyfile {d / (SERVICE_IDENTITY + ".key")}
+bridge_tls_version tlsv1.2
+{insecure}topic +/jobs/# in 1 {SHARED_REQUESTS_PREFIX} $aws/things/
+"""
+
+
 def write_mosquitto_config(
     data_dir: Path,
     port: int,
@@ -146,6 +196,7 @@ def write_mosquitto_config(
     *,
     bind: str | None = None,
     user: str | None = None,
+    shared_requests: bool = False,
 ) -> BrokerConfig:
     """Write the Mosquitto directory for the CA and server certificate in ``data_dir``.
 
@@ -160,6 +211,10 @@ def write_mosquitto_config(
         SERVER_NAME + ".pem": (src / (SERVER_NAME + ".pem"), CERT_MODE, "run 'fleetjobs certs server'"),
         SERVER_NAME + ".key": (src / (SERVER_NAME + ".key"), KEY_MODE, "run 'fleetjobs certs server'"),
     }
+    if shared_requests:
+        hint = "run 'fleetjobs certs service'"
+        sources[SERVICE_IDENTITY + ".pem"] = (src / (SERVICE_IDENTITY + ".pem"), CERT_MODE, hint)
+        sources[SERVICE_IDENTITY + ".key"] = (src / (SERVICE_IDENTITY + ".key"), KEY_MODE, hint)
     for path, _, hint in sources.values():
         if not path.exists():
             raise BrokerConfigError(f"{path} does not exist: {hint} first")
@@ -189,7 +244,11 @@ def write_mosquitto_config(
         written.append(directory / name)
     acl_path, conf_path = directory / ACL_NAME, directory / CONF_NAME
     write_atomic(acl_path, render_acl().encode(), 0o644)
-    write_atomic(conf_path, render_mosquitto_conf(directory, int(port), user, bind).encode(), 0o644)
+    conf = render_mosquitto_conf(directory, int(port), user, bind)
+    if shared_requests:
+        address, verify = _bridge_address(src / (SERVER_NAME + ".pem"), bind)
+        conf += render_shared_requests_bridge(directory, int(port), address, verify_host=verify)
+    write_atomic(conf_path, conf.encode(), 0o644)
     written += [acl_path, conf_path]
     if euid == 0:
         for p in written:
@@ -219,3 +278,21 @@ def _check_reachable(directory: Path, pw: pwd.struct_passwd) -> None:
                 "Choose another --out directory (e.g. /etc/mosquitto/fleetjobs), "
                 "or let it through with chmod o+x or a group."
             )
+
+
+def _bridge_address(server_cert: Path, bind: str | None) -> tuple[str, bool]:
+    """Where the loopback bridge connects, and whether the server certificate names that address."""
+    from cryptography import x509
+
+    address = "127.0.0.1" if bind in (None, "", "0.0.0.0", "::") else bind
+    cert = x509.load_pem_x509_certificate(server_cert.read_bytes())
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return address, False
+    names = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} | set(sans.get_values_for_type(x509.DNSName))
+    if address in names:
+        return address, True
+    if address == "127.0.0.1" and "localhost" in names:
+        return "localhost", True
+    return address, False

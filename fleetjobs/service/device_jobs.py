@@ -10,18 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fleetjobs.domain.errors import InvalidRequest, InvalidStateTransition, ResourceNotFound, VersionConflict
 from fleetjobs.domain.execution_state import IN_PROGRESS, QUEUED, TERMINAL, device_transition_allowed
 from fleetjobs.service.context import ServiceContext
+from fleetjobs.service.events import ExecutionEvent
 from fleetjobs.service.execution_moves import adjust_counters, complete_finished_jobs
 from fleetjobs.service.executions import Executions
 from fleetjobs.service.pagination import compact
-from fleetjobs.store.schema import Job, JobExecution
+from fleetjobs.store.database import record_event
+from fleetjobs.store.schema import DeviceRequest, Job, JobExecution
 
 E = JobExecution.__table__
+R = DeviceRequest.__table__
 J = Job.__table__
 
 NEXT = "$next"
@@ -69,11 +72,16 @@ class DeviceJobs:
             "queuedJobs": [summary(r) for r in rows if r.status == QUEUED],
         }
 
-    async def start_next_pending_job_execution(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def start_next_pending_job_execution(
+        self, req: dict[str, Any], *, request_key: str | None = None
+    ) -> dict[str, Any]:
         check_status_details(req.get("statusDetails"))
         check_step_timeout(req.get("stepTimeoutInMinutes"), allow_cancel=False)
         now = self.ctx.clock.now()
         async with self.ctx.db.write() as conn:
+            replay = await self._replay(conn, request_key)
+            if replay is not None:
+                return replay
             row = await self._next_pending(conn, req["thingName"], for_update=True)
             if row is None:
                 return {}
@@ -81,8 +89,9 @@ class DeviceJobs:
                 row = await self._transition(
                     conn, row, IN_PROGRESS, now, req.get("statusDetails"), req.get("stepTimeoutInMinutes")
                 )
-            document = await self._document(conn, row.job_id)
-        return {"execution": self._execution(row, document)}
+            result = {"execution": self._execution(row, await self._document(conn, row.job_id))}
+            await self._remember(conn, request_key, result, now)
+        return result
 
     async def describe_job_execution(self, req: dict[str, Any]) -> dict[str, Any]:
         async with self.ctx.db.read() as conn:
@@ -95,13 +104,16 @@ class DeviceJobs:
             document = await self._document(conn, row.job_id) if req.get("includeJobDocument", True) else None
         return {"execution": self._execution(row, document)}
 
-    async def update_job_execution(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def update_job_execution(self, req: dict[str, Any], *, request_key: str | None = None) -> dict[str, Any]:
         status = req["status"]
         check_status_details(req.get("statusDetails"))
         step = req.get("stepTimeoutInMinutes")
         check_step_timeout(step, allow_cancel=True)
         now = self.ctx.clock.now()
         async with self.ctx.db.write() as conn:
+            replay = await self._replay(conn, request_key)
+            if replay is not None:
+                return replay
             row = await self.executions.latest(
                 conn, req["jobId"], req["thingName"], req.get("executionNumber"), for_update=True
             )
@@ -120,12 +132,31 @@ class DeviceJobs:
                 )
             row = await self._transition(conn, row, status, now, req.get("statusDetails"), step)
             document = await self._document(conn, row.job_id) if req.get("includeJobDocument") else None
-        result: dict[str, Any] = {}
-        if req.get("includeJobExecutionState"):
-            result["executionState"] = self._state(row)
-        if document is not None:
-            result["jobDocument"] = document
+            result: dict[str, Any] = {}
+            if req.get("includeJobExecutionState"):
+                result["executionState"] = self._state(row)
+            if document is not None:
+                result["jobDocument"] = document
+            await self._remember(conn, request_key, result, now)
         return result
+
+    # -- redelivered requests ------------------------------------------------------------------------
+
+    async def _replay(self, conn: AsyncConnection, request_key: str | None) -> dict[str, Any] | None:
+        if request_key is None:
+            return None
+        return await conn.scalar(select(R.c.result).where(R.c.request_key == request_key))
+
+    async def _remember(
+        self, conn: AsyncConnection, request_key: str | None, result: dict[str, Any], now: float
+    ) -> None:
+        """Stored in the same transaction as the change: either both happened or neither."""
+        if request_key is not None:
+            await conn.execute(insert(R).values(request_key=request_key, result=result, created_at=now))
+
+    async def forget_requests(self, older_than: float) -> int:
+        async with self.ctx.db.write() as conn:
+            return (await conn.execute(delete(R).where(R.c.created_at < older_than))).rowcount or 0
 
     async def things_of_job(self, job_id: str, after_id: int, limit: int) -> list[tuple[int, str]]:
         """A page of (execution id, thing name) of a job, for announcing changes to its things."""
@@ -181,6 +212,9 @@ class DeviceJobs:
         if row.status != status:
             await adjust_counters(conn, row.job_id, {row.status: -1, status: 1}, now)
             if status in TERMINAL:
+                record_event(
+                    conn, ExecutionEvent(row.job_id, row.thing_name, status.lower(), status, new.status_details)
+                )
                 await complete_finished_jobs(conn, [row.job_id], now)
         return new
 

@@ -7,11 +7,33 @@ listens and announcing costs nothing.  Listeners must not block: they schedule t
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 JOB_CREATED = "created"
 JOB_CANCELED = "canceled"
 JOB_DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """``$aws/events/job/<jobId>/<operation>``: completed, canceled, cancellation_in_progress,
+    deletion_in_progress, deleted.  ``snapshot`` carries the job's fields when the row may be gone."""
+
+    job_id: str
+    operation: str
+    snapshot: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ExecutionEvent:
+    """``$aws/events/jobExecution/<jobId>/<operation>``: an execution reached a terminal status or was deleted."""
+
+    job_id: str
+    thing_name: str
+    operation: str
+    status: str
+    status_details: dict[str, str] | None = field(default=None)
 
 
 class PendingListener(Protocol):
@@ -27,9 +49,18 @@ class PendingListener(Protocol):
 class EventHub:
     def __init__(self) -> None:
         self._listeners: list[PendingListener] = []
+        self._domain: list[Any] = []
 
     def subscribe(self, listener: PendingListener) -> None:
         self._listeners.append(listener)
+
+    def subscribe_domain(self, listener: Any) -> None:
+        """``listener(events)`` receives committed JobEvent / ExecutionEvent lists."""
+        self._domain.append(listener)
+
+    def dispatch(self, events: list[Any]) -> None:
+        for listener in self._domain:
+            listener(events)
 
     def job_changed(self, job_id: str, reason: str) -> None:
         for listener in self._listeners:

@@ -14,6 +14,8 @@ from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fleetjobs.domain.execution_state import COUNTER_COLUMN, PENDING, TERMINAL
+from fleetjobs.service.events import JobEvent
+from fleetjobs.store.database import record_event
 from fleetjobs.store.schema import Job, JobExecution
 
 E = JobExecution.__table__
@@ -97,7 +99,10 @@ async def complete_finished_jobs(conn: AsyncConnection, job_ids: list[str], now:
     result = await conn.execute(
         update(J).where(cond).values(status="COMPLETED", completed_at=now, last_updated_at=now).returning(J.c.job_id)
     )
-    return [r[0] for r in result]
+    completed = [r[0] for r in result]
+    for job_id in completed:
+        record_event(conn, JobEvent(job_id, "completed"))
+    return completed
 
 
 async def remove_thing_executions(conn: AsyncConnection, thing_name: str, now: float) -> dict[str, int]:

@@ -11,8 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from fleetjobs.domain.errors import InvalidRequest, InvalidStateTransition, ResourceNotFound, VersionConflict
 from fleetjobs.domain.execution_state import CANCELED, IN_PROGRESS, QUEUED, is_terminal
 from fleetjobs.service.context import ServiceContext
+from fleetjobs.service.events import ExecutionEvent
 from fleetjobs.service.execution_moves import adjust_counters, complete_finished_jobs, move_executions
 from fleetjobs.service.pagination import compact, decode_token, page, page_size
+from fleetjobs.store.database import record_event
 from fleetjobs.store.schema import Job, JobExecution
 
 E = JobExecution.__table__
@@ -97,6 +99,10 @@ class Executions:
                 extra["force_canceled"] = True
             if details is not None:
                 extra["status_details"] = details
+            record_event(
+                conn,
+                ExecutionEvent(row.job_id, row.thing_name, "canceled", CANCELED, details or row.status_details),
+            )
             moved = await move_executions(
                 conn,
                 and_(E.c.id == row.id, E.c.version_number == row.version_number),
@@ -120,6 +126,9 @@ class Executions:
                 )
             result = await conn.execute(delete(E).where(E.c.id == row.id, E.c.status == row.status))
             if result.rowcount:
+                record_event(
+                    conn, ExecutionEvent(row.job_id, row.thing_name, "deleted", row.status, row.status_details)
+                )
                 await adjust_counters(conn, row.job_id, {row.status: -1}, now)
                 if row.status in (QUEUED, IN_PROGRESS):
                     await complete_finished_jobs(conn, [row.job_id], now)

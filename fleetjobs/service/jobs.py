@@ -27,6 +27,7 @@ from fleetjobs.service.execution_moves import complete_finished_jobs, move_execu
 from fleetjobs.service.pagination import compact, decode_token, page, page_size
 from fleetjobs.service.targets import fan_out, resolve_targets
 from fleetjobs.service.templates import JobTemplates
+from fleetjobs.store.database import record_event
 from fleetjobs.store.schema import Job, JobExecution, JobTarget
 
 log = logging.getLogger(__name__)
@@ -243,6 +244,7 @@ class Jobs:
             if "comment" in req:
                 values["comment"] = req["comment"]
             await conn.execute(update(J).where(J.c.job_id == job_id).values(**values))
+            record_event(conn, events.JobEvent(job_id, "cancellation_in_progress"))
             from_statuses = {QUEUED, IN_PROGRESS} if force else {QUEUED}
             await move_executions(
                 conn,
@@ -252,6 +254,7 @@ class Jobs:
                 from_statuses=from_statuses,
                 extra={"force_canceled": True} if force else None,
             )
+            record_event(conn, events.JobEvent(job_id, "canceled"))
         self.ctx.events.job_changed(job_id, events.JOB_CANCELED)
         return {"jobArn": self._arn(job_id), "jobId": job_id, "description": row.description}
 
@@ -335,6 +338,7 @@ class Jobs:
                 .where(J.c.job_id == job_id)
                 .values(status="DELETION_IN_PROGRESS", processing_targets=None, last_updated_at=now)
             )
+            record_event(conn, events.JobEvent(job_id, "deletion_in_progress", self._snapshot(row)))
         self._purge_wakeup.set()
 
     # -- background deletion ---------------------------------------------------------------------
@@ -357,7 +361,13 @@ class Jobs:
                     if n:
                         continue
                     await conn.execute(delete(JT).where(JT.c.job_id == job_id))
-                    await conn.execute(delete(J).where(J.c.job_id == job_id, J.c.status == "DELETION_IN_PROGRESS"))
+                    gone = (
+                        await conn.execute(
+                            delete(J).where(J.c.job_id == job_id, J.c.status == "DELETION_IN_PROGRESS").returning(*J.c)
+                        )
+                    ).first()
+                    if gone is not None:
+                        record_event(conn, events.JobEvent(job_id, "deleted", self._snapshot(gone)))
                     finished += 1
                     break
         return finished
@@ -378,6 +388,20 @@ class Jobs:
 
     def _arn(self, job_id: str) -> str:
         return self.ctx.partition.job(job_id)
+
+    @staticmethod
+    def _snapshot(row: Any) -> dict[str, Any]:
+        """What a job event says of a job whose row may be gone by the time it is published."""
+        return {
+            "job_id": row.job_id,
+            "target_selection": row.target_selection,
+            "targets": row.targets,
+            "description": row.description,
+            "comment": row.comment,
+            "created_at": row.created_at,
+            "last_updated_at": row.last_updated_at,
+            "completed_at": row.completed_at,
+        }
 
     @staticmethod
     def _is_concurrent(row: Any) -> bool:

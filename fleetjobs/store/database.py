@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+_EVENTS = "fleetjobs_events"
+
+
+def record_event(conn: AsyncConnection, event: Any) -> None:
+    """Announce ``event`` once the write transaction on ``conn`` commits (dropped if it rolls back)."""
+    conn.info.setdefault(_EVENTS, []).append(event)
 
 
 def async_url(url: str) -> str:
@@ -43,6 +51,7 @@ class Database:
         else:
             self.engine = create_async_engine(self.url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        self.on_events: Callable[[list[Any]], None] | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -69,14 +78,22 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction.  Domain events recorded on it (``record_event``) are handed to
+        ``on_events`` only after it has committed, so nobody hears of a change that rolled back."""
+        events: list[Any] = []
         if self._write_lock is not None:
             async with self._write_lock, self.engine.connect() as conn:
                 await conn.execution_options(fleetjobs_write=True)
+                conn.info[_EVENTS] = events
                 async with conn.begin():
                     yield conn
+                conn.info.pop(_EVENTS, None)
         else:
             async with self.engine.begin() as conn:
+                conn.info[_EVENTS] = events
                 yield conn
+        if events and self.on_events is not None:
+            self.on_events(events)
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

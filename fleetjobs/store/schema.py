@@ -152,3 +152,23 @@ class JobTemplate(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     tags: Mapped[list[Any]] = mapped_column(JSON)
     created_at: Mapped[float] = mapped_column(Epoch)
+
+
+class EventConfiguration(Base):
+    """UpdateEventConfigurations: which ``$aws/events/...`` kinds are published (all off by default)."""
+
+    __tablename__ = "event_configurations"
+    event_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[float] = mapped_column(Epoch)
+    last_modified_at: Mapped[float] = mapped_column(Epoch)
+
+
+class DeviceRequest(Base):
+    """Results of state-changing device requests, by request key, so that a request the broker
+    delivers again (fleetjobs died before acknowledging it) is answered the same way, not re-run."""
+
+    __tablename__ = "device_requests"
+    request_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Epoch, index=True)
