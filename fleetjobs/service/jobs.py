@@ -12,7 +12,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fleetjobs.domain import job_config
-from fleetjobs.domain.arns import parse_arn
 from fleetjobs.domain.errors import (
     InvalidRequest,
     InvalidStateTransition,
@@ -25,7 +24,7 @@ from fleetjobs.service import events
 from fleetjobs.service.context import ServiceContext
 from fleetjobs.service.execution_moves import complete_finished_jobs, move_executions
 from fleetjobs.service.pagination import compact, decode_token, page, page_size
-from fleetjobs.service.targets import fan_out, resolve_targets
+from fleetjobs.service.targets import ResolvedTarget, fan_out, resolve_targets
 from fleetjobs.service.templates import JobTemplates
 from fleetjobs.store.database import record_event
 from fleetjobs.store.schema import Job, JobExecution, JobTarget
@@ -123,13 +122,7 @@ class Jobs:
                 raise ResourceAlreadyExists(
                     f"Job with id {job_id} already exists.", resourceId=job_id, resourceArn=self._arn(job_id)
                 ) from None
-            group_targets = [
-                {"job_id": job_id, "target_arn": t.arn, "group_name": t.name, "group_id": t.group_id}
-                for t in targets
-                if t.kind == "thinggroup"
-            ]
-            if group_targets:
-                await conn.execute(insert(JT), group_targets)
+            await self._record_group_targets(conn, job_id, targets)
             if not scheduled:
                 created = await fan_out(conn, job_id, targets, now)
                 await conn.execute(update(J).where(J.c.job_id == job_id).values(n_queued=created))
@@ -301,13 +294,7 @@ class Jobs:
             if "comment" in req:
                 values["comment"] = req["comment"]
             await conn.execute(update(J).where(J.c.job_id == job_id).values(**values))
-            group_targets = [
-                {"job_id": job_id, "target_arn": t.arn, "group_name": t.name, "group_id": t.group_id}
-                for t in targets
-                if t.kind == "thinggroup"
-            ]
-            if group_targets:
-                await conn.execute(insert(JT), group_targets)
+            await self._record_group_targets(conn, job_id, targets)
             created = await fan_out(conn, job_id, targets, now, skip_existing=True)
             if created:
                 await conn.execute(update(J).where(J.c.job_id == job_id).values(n_queued=J.c.n_queued + created))
@@ -386,6 +373,16 @@ class Jobs:
 
     # -- helpers --------------------------------------------------------------------------------
 
+    async def _record_group_targets(self, conn: AsyncConnection, job_id: str, targets: list[ResolvedTarget]) -> None:
+        """Group targets, kept apart for ListJobs' thingGroupName / thingGroupId filters."""
+        rows = [
+            {"job_id": job_id, "target_arn": t.arn, "group_name": t.name, "group_id": t.group_id}
+            for t in targets
+            if t.kind == "thinggroup"
+        ]
+        if rows:
+            await conn.execute(insert(JT), rows)
+
     def _arn(self, job_id: str) -> str:
         return self.ctx.partition.job(job_id)
 
@@ -429,10 +426,3 @@ class Jobs:
             if group_id:
                 out.setdefault(job_id, group_id)
         return out
-
-
-def parse_job_arn(arn: str) -> str:
-    parsed = parse_arn(arn)
-    if parsed.resource_type != "job":
-        raise InvalidRequest(f"{arn} is not a job ARN")
-    return parsed.resource_id
