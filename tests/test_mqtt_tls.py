@@ -443,7 +443,9 @@ def test_awsiotsdk_iot_jobs_client_v2_runs_a_job_over_mqtt5(mosquitto_tls: Deplo
         client_id=f"{thing}-{uuid.uuid4().hex[:6]}",
         on_lifecycle_connection_success=lambda event: connected.put(("ok", event)),
         on_lifecycle_connection_failure=lambda event: connected.put(("failed", event)),
+        on_lifecycle_stopped=lambda event: stopped.set(),
     )
+    stopped = threading.Event()
     client.start()
     try:
         outcome, event = connected.get(timeout=TIMEOUT)
@@ -518,7 +520,10 @@ def test_awsiotsdk_iot_jobs_client_v2_runs_a_job_over_mqtt5(mosquitto_tls: Deplo
         assert info.value.modeled_error.code == "InvalidStateTransition"
         assert info.value.modeled_error.execution_state.status == "SUCCEEDED"
     finally:
+        # Wait until the client has really stopped rather than leaving awscrt to finalise a running
+        # client at interpreter exit.
         client.stop()
+        stopped.wait(TIMEOUT)
 
 
 # ------------------------------------------------------------------------------------ AWSIoTPythonSDK
