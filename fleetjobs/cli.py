@@ -94,6 +94,14 @@ def _parser() -> argparse.ArgumentParser:
         "share the device requests with the other instances of this group (external broker with the "
         "bridge of 'broker-config mosquitto --shared-requests'; one --mqtt-client-id per instance)",
     )
+    option(
+        "--device-requests-per-second",
+        "per-thing limit on device requests (burst: twice that); beyond it RequestThrottled (default 20; 0: none)",
+    )
+    option(
+        "--manual-clock",
+        "tests and demos: start time at this epoch; it moves only through POST /_fleetjobs/clock",
+    )
     option("--config", "TOML configuration file")
     s.set_defaults(subparser=s)
     _add_security_commands(sub)

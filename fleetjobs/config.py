@@ -50,6 +50,11 @@ class Settings:
     # Several instances on one external broker: share the device requests as this group (a shared
     # subscription to the copy the broker's loopback bridge makes; see README "Scaling out").
     mqtt_shared_group: str | None = None
+    # Per-thing limit on device API requests (MQTT and HTTPS), requests/second with a burst of
+    # twice that; beyond it requests get RequestThrottled / ThrottlingException.  0: no limit.
+    device_requests_per_second: float = 20.0
+    # Tests and demos: time starts at this epoch and moves only through POST /_fleetjobs/clock.
+    manual_clock: float | None = None
 
     @classmethod
     def load(cls, flags: dict[str, Any], env: dict[str, str] | None = None) -> Settings:
@@ -79,6 +84,17 @@ class Settings:
             s.mqtt_port = int(s.mqtt_port)
         except (TypeError, ValueError):
             raise ValueError(f"mqtt_port must be a number, not {s.mqtt_port!r}") from None
+        try:
+            s.device_requests_per_second = float(s.device_requests_per_second)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"device_requests_per_second must be a number, not {s.device_requests_per_second!r}"
+            ) from None
+        if s.manual_clock is not None:
+            try:
+                s.manual_clock = float(s.manual_clock)
+            except (TypeError, ValueError):
+                raise ValueError(f"manual_clock must be epoch seconds, not {s.manual_clock!r}") from None
         s.embedded_broker = _boolean("embedded_broker", s.embedded_broker)
         s.mqtt_tls = _boolean("mqtt_tls", s.mqtt_tls)
         if s.mqtt_tls and (s.mqtt_url or not s.embedded_broker):

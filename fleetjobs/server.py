@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
-from fleetjobs.api.app import AwsApi, bind_handlers, json_response
-from fleetjobs.clock import Clock, SystemClock
+from fleetjobs.api.app import AwsApi, bind_handlers, json_response, read_body
+from fleetjobs.clock import Clock, ManualClock, SystemClock
 from fleetjobs.config import AccessKey, Settings, resolve_access_key
 from fleetjobs.domain.arns import Partition
 from fleetjobs.mqtt.embedded_broker import EmbeddedBroker
@@ -23,8 +25,11 @@ from fleetjobs.service.event_configurations import EventConfigurations
 from fleetjobs.service.executions import Executions
 from fleetjobs.service.groups import ThingGroups
 from fleetjobs.service.jobs import Jobs
+from fleetjobs.service.pending_notices import NoticeDrain
+from fleetjobs.service.rollout import RolloutEngine
 from fleetjobs.service.templates import JobTemplates
 from fleetjobs.service.things import Things
+from fleetjobs.service.throttle import ThingThrottle
 from fleetjobs.store.database import Database, sqlite_url
 
 log = logging.getLogger("fleetjobs")
@@ -39,19 +44,22 @@ class Services:
     templates: JobTemplates
     device_jobs: DeviceJobs
     event_configurations: EventConfigurations
+    rollout: RolloutEngine
 
     @classmethod
-    def create(cls, ctx: ServiceContext) -> Services:
+    def create(cls, ctx: ServiceContext, throttle: ThingThrottle | None = None) -> Services:
         templates = JobTemplates(ctx)
         executions = Executions(ctx)
+        rollout = RolloutEngine(ctx)
         return cls(
             Things(ctx),
             ThingGroups(ctx),
-            Jobs(ctx, templates),
+            Jobs(ctx, templates, rollout),
             executions,
             templates,
-            DeviceJobs(ctx, executions),
+            DeviceJobs(ctx, executions, throttle),
             EventConfigurations(ctx),
+            rollout,
         )
 
     def control_plane(self) -> list[object]:
@@ -77,11 +85,14 @@ class Background:
     async def start(self) -> None:
         await self.db.migrate()
         self.tasks.append(asyncio.create_task(self.services.jobs.run_purger()))
+        self.tasks.append(asyncio.create_task(self.services.rollout.run()))
         self.tasks.append(asyncio.create_task(self._forget_old_device_requests()))
         if self.broker is not None:
             await self.broker.start()
         if self.gateway is not None:
             self.tasks.append(asyncio.create_task(self.gateway.run()))
+            drain = NoticeDrain(self.services.device_jobs.ctx, self.services.device_jobs)
+            self.tasks.append(asyncio.create_task(self.gateway.run_notices(drain)))
 
     async def _forget_old_device_requests(self, keep: float = 3600.0, every: float = 60.0) -> None:
         """Redelivery happens within seconds of a restart; an hour of remembered answers is plenty."""
@@ -140,7 +151,7 @@ def mqtt_gateway(settings: Settings, services: Services, clock: Clock) -> MqttGa
         shared_group=settings.mqtt_shared_group,
     )
     ctx = services.device_jobs.ctx
-    ctx.events.subscribe(gateway)
+    ctx.events.subscribe_domain(gateway.on_domain_events)
     ctx.events.subscribe_domain(JobEventsPublisher(ctx.db, ctx.partition, clock, gateway.publish, gateway.spawn))
     return gateway
 
@@ -213,10 +224,12 @@ def database_url(settings: Settings) -> str:
 
 
 def build(settings: Settings, key: AccessKey, clock: Clock | None = None) -> tuple[AwsApi, Database, Services]:
-    clock = clock or SystemClock()
+    manual = ManualClock(settings.manual_clock) if settings.manual_clock is not None else None
+    clock = clock or manual or SystemClock()
     db = Database(database_url(settings))
     ctx = ServiceContext(db=db, clock=clock, partition=Partition(settings.region, settings.account_id))
-    services = Services.create(ctx)
+    rate = settings.device_requests_per_second
+    services = Services.create(ctx, ThingThrottle(rate, 2 * rate))
     db.on_events = ctx.events.dispatch  # committed domain events reach their listeners
     credentials = {key.access_key_id: key.secret_access_key}
 
@@ -230,12 +243,40 @@ def build(settings: Settings, key: AccessKey, clock: Clock | None = None) -> tup
             "iot-jobs-data": bind_handlers("iot-jobs-data", [services.device_jobs]),
         },
         credentials=lambda: credentials,
-        clock=clock,
-        extra_routes={"/_fleetjobs/health": health},
+        # Signatures are checked against wall time: clients sign with theirs, whatever the domain clock says.
+        clock=SystemClock() if manual is not None else clock,
+        extra_routes={
+            "/_fleetjobs/health": health,
+            **({"/_fleetjobs/clock": clock_route(manual, services.rollout)} if manual is not None else {}),
+        },
         on_startup=background.start,
         on_shutdown=background.stop,
     )
     return app, db, services
+
+
+def clock_route(clock: ManualClock, rollout: RolloutEngine) -> Any:
+    """``--manual-clock`` only (tests, demos): ``POST {"advance": seconds}`` or ``{"set": epoch}``
+    moves time, then does all the rollout work now due before answering, so a caller that moves
+    time step by step sees every step's effects."""
+
+    async def route(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["method"] == "POST":
+            try:
+                body = json.loads(await read_body(receive) or b"{}")
+                if "set" in body:
+                    clock.set(float(body["set"]))
+                else:
+                    clock.advance(float(body.get("advance", 0)))
+            except (ValueError, TypeError, AttributeError) as e:
+                await json_response(send, 400, {"message": f"bad clock request: {e}"})
+                return
+            done = await rollout.tick()
+            await json_response(send, 200, {"now": clock.now(), "done": done})
+            return
+        await json_response(send, 200, {"now": clock.now()})
+
+    return route
 
 
 def banner(settings: Settings, key: AccessKey, db: Database) -> str:

@@ -78,6 +78,8 @@ def test_notify_next_moves_to_the_following_job(iot, device_factory) -> None:  #
     dev = device_factory(thing)
     first = fleet.job([thing_arn(thing)])
     second = fleet.job([thing_arn(thing)])
+    # Both creations have been announced before the device starts.
+    dev.wait_for(lambda t, d: t.endswith("/notify") and len(d["jobs"].get("QUEUED", [])) == 2)
     assert dev.request("start-next")[1]["execution"]["jobId"] == first
     dev.drain()
     kind, _ = dev.request(f"{first}/update", {"status": "FAILED", "statusDetails": {"reason": "disk full"}})

@@ -76,7 +76,7 @@ class AwsApi:
             if path.startswith(prefix):
                 await app(scope, receive, send)
                 return
-        body = await _read_body(receive)
+        body = await read_body(receive)
         status, headers, payload = await self.handle(scope, body)
         headers["x-amzn-requestid"] = str(uuid.uuid4())
         headers["content-length"] = str(len(payload))
@@ -91,6 +91,7 @@ class AwsApi:
 
     async def handle(self, scope: Scope, body: bytes) -> tuple[int, dict[str, str], bytes]:
         service = "iot"
+        op: Any = None
         try:
             method: str = scope["method"]
             raw_path_b = scope.get("raw_path")
@@ -138,11 +139,9 @@ class AwsApi:
             return status, _error_headers(e.code), error_body(e.code, e.message, e.extra)
         except Exception:
             log.exception("unhandled error")
-            return (
-                500,
-                _error_headers("InternalFailureException"),
-                error_body("InternalFailureException", "An internal error occurred"),
-            )
+            code = _internal_error_code(op)
+            status = 503 if code == "ServiceUnavailableException" else 500
+            return status, _error_headers(code), error_body(code, "An internal error occurred; retry.")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -163,11 +162,20 @@ class AwsApi:
                 return
 
 
+def _internal_error_code(op: Any) -> str:
+    """The error the operation's model declares for a server fault (iot-jobs-data has no InternalFailure)."""
+    declared = {shape.name for shape in op.error_shapes} if op is not None else set()
+    for code in ("InternalFailureException", "InternalServerException", "ServiceUnavailableException"):
+        if code in declared:
+            return code
+    return "InternalFailureException"
+
+
 def _error_headers(code: str) -> dict[str, str]:
     return {"x-amzn-errortype": code, "content-type": "application/json"}
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def read_body(receive: Receive) -> bytes:
     chunks = []
     while True:
         message = await receive()

@@ -141,33 +141,12 @@ def validate_cron_expression(expression: str) -> None:
 
     AWS does not document the dialect (JOBS_API.md §9 Q11); accepted are the AWS/EventBridge
     form ``cron(min hour day-of-month month day-of-week year)``, the same six fields bare, and
-    classic five-field Unix cron.  Each field must be within its range; ``?`` is allowed only in
-    the day fields, ``L``/``W``/``#`` only where Quartz-style cron allows them.
+    classic five-field Unix cron.  The grammar lives in :mod:`fleetjobs.domain.cron` so that what
+    is accepted here is exactly what the rollout scheduler can evaluate.
     """
-    if not isinstance(expression, str):
-        raise InvalidRequest(f"Maintenance window startTime '{expression}' is not a cron expression.")
-    text = expression.strip()
-    wrapped = re.fullmatch(r"cron\((.*)\)", text, re.IGNORECASE | re.DOTALL)
-    fields = (wrapped.group(1) if wrapped else text).split()
-    if wrapped and len(fields) != 6:
-        raise InvalidRequest(
-            f"Maintenance window startTime '{expression}' must have six fields: "
-            "cron(minutes hours day-of-month month day-of-week year)."
-        )
-    if len(fields) not in (5, 6):
-        raise InvalidRequest(
-            f"Maintenance window startTime '{expression}' must be a cron expression with 5 or 6 fields, "
-            "e.g. cron(0 2 ? * SUN *)."
-        )
-    aws_style = len(fields) == 6
-    specs = _AWS_CRON_FIELDS if aws_style else _UNIX_CRON_FIELDS
-    for value, spec in zip(fields, specs, strict=True):
-        if not _cron_field_ok(value, spec):
-            raise InvalidRequest(f"Maintenance window startTime '{expression}': invalid {spec.name} field '{value}'.")
-    if fields[2] == "?" and fields[4] == "?":
-        raise InvalidRequest(
-            f"Maintenance window startTime '{expression}': day-of-month and day-of-week cannot both be '?'."
-        )
+    from fleetjobs.domain.cron import CronExpression  # kept local: job_config's imports are shared
+
+    CronExpression.parse(expression)
 
 
 # -- document, targets, parameters -----------------------------------------------------------------
@@ -372,82 +351,3 @@ def _check_maintenance_windows(windows: Any) -> None:
         if window.get("durationInMinutes") is None:
             raise InvalidRequest("A maintenance window requires durationInMinutes.")
         validate_cron_expression(window["startTime"])
-
-
-# -- cron fields -----------------------------------------------------------------------------------
-
-_MONTHS = {m: i + 1 for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())}
-_AWS_DAYS = {d: i + 1 for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split())}
-_UNIX_DAYS = {d: i for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split())}
-
-
-class _CronField:
-    __slots__ = ("hi", "lo", "name", "names", "special")
-
-    def __init__(self, name: str, lo: int, hi: int, names: Mapping[str, int] | None = None, special: str = "") -> None:
-        self.name = name
-        self.lo = lo
-        self.hi = hi
-        self.names = names or {}
-        self.special = special  # "dom" or "dow": allows ?, L, W, #
-
-
-_AWS_CRON_FIELDS = (
-    _CronField("minutes", 0, 59),
-    _CronField("hours", 0, 23),
-    _CronField("day-of-month", 1, 31, special="dom"),
-    _CronField("month", 1, 12, _MONTHS),
-    _CronField("day-of-week", 1, 7, _AWS_DAYS, special="dow"),
-    _CronField("year", 1970, 2199),
-)
-_UNIX_CRON_FIELDS = (
-    _CronField("minutes", 0, 59),
-    _CronField("hours", 0, 23),
-    _CronField("day-of-month", 1, 31, special="dom"),
-    _CronField("month", 1, 12, _MONTHS),
-    _CronField("day-of-week", 0, 7, _UNIX_DAYS, special="dow"),
-)
-
-
-def _cron_value(text: str, spec: _CronField) -> int | None:
-    if text.isdigit():
-        n = int(text)
-    elif text.upper() in spec.names:
-        n = spec.names[text.upper()]
-    else:
-        return None
-    return n if spec.lo <= n <= spec.hi else None
-
-
-def _cron_field_ok(value: str, spec: _CronField) -> bool:
-    if value == "?":
-        return bool(spec.special)
-    upper = value.upper()
-    if spec.special == "dom" and (upper in ("L", "LW") or re.fullmatch(r"\d{1,2}W", upper)):
-        return upper in ("L", "LW") or _cron_value(upper[:-1], spec) is not None
-    if spec.special == "dow":
-        if upper == "L":
-            return True
-        nth = re.fullmatch(r"(\w+)#([1-5])", upper)
-        if nth:
-            return _cron_value(nth.group(1), spec) is not None
-        last = re.fullmatch(r"(\w+)L", upper)
-        if last and _cron_value(last.group(1), spec) is not None:
-            return True
-    return all(_cron_item_ok(item, spec) for item in value.split(","))
-
-
-def _cron_item_ok(item: str, spec: _CronField) -> bool:
-    base, slash, step = item.partition("/")
-    if slash and not (step.isdigit() and int(step) >= 1):
-        return False
-    if base == "*":
-        return True
-    lo_text, dash, hi_text = base.partition("-")
-    lo = _cron_value(lo_text, spec)
-    if lo is None:
-        return False
-    if not dash:
-        return True
-    hi = _cron_value(hi_text, spec)
-    return hi is not None and lo <= hi

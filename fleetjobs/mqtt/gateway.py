@@ -13,7 +13,6 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,9 +20,9 @@ from urllib.parse import urlsplit
 import aiomqtt
 
 from fleetjobs.clock import Clock
-from fleetjobs.domain.errors import InvalidRequest, ResourceNotFound, ServiceError
+from fleetjobs.domain.errors import InvalidRequest, ServiceError
 from fleetjobs.mqtt import codec, notifications, topics
-from fleetjobs.service import events
+from fleetjobs.service import events, pending_notices
 from fleetjobs.service.device_jobs import DeviceJobs
 
 log = logging.getLogger("fleetjobs.mqtt")
@@ -34,7 +33,7 @@ OPERATION_METHOD = {
     topics.DESCRIBE: "describe_job_execution",
     topics.UPDATE: "update_job_execution",
 }
-CHANGING = (topics.START_NEXT, topics.UPDATE)
+CHANGING = (topics.START_NEXT, topics.UPDATE)  # answered once even when delivered twice
 # Scale-out: the broker's loopback bridge (``fleetjobs broker-config mosquitto --shared-requests``)
 # copies $aws/things/<thing>/jobs/... to this tree, which instances read through a shared subscription.
 SHARED_REQUESTS_PREFIX = "fleetjobs/requests/"
@@ -105,6 +104,7 @@ class MqttGateway:
         self._client: aiomqtt.Client | None = None
         self._thing_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._notices_waiting = asyncio.Event()
         self.connected = asyncio.Event()
 
     # -- connection ---------------------------------------------------------------------------------
@@ -155,6 +155,9 @@ class MqttGateway:
         # crash in between leaves it with the broker, which delivers it again.  aiomqtt does not
         # expose paho's manual acknowledgement, hence the reach into its paho client.
         client._client.manual_ack_set(True)
+        # Notices are published in batches: let them be in flight together instead of warning.
+        client._client.max_inflight_messages_set(100)
+        client.pending_calls_threshold = 1000
         return client
 
     def _ack(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
@@ -216,7 +219,6 @@ class MqttGateway:
             message = f"The topic {topic} does not map to any Jobs API"
             await self.publish(f"{topic}/rejected", codec.rejected("InvalidTopic", message, token, now))
             return
-        before = await self._view(parsed.thing_name) if parsed.operation in CHANGING else None
         try:
             req = codec.build_request(parsed.operation, parsed.thing_name, parsed.job_id, doc)
             method = getattr(self.device, OPERATION_METHOD[parsed.operation])
@@ -236,70 +238,54 @@ class MqttGateway:
             )
             return
         await self.publish(f"{topic}/accepted", codec.accepted(result, token, self.clock.now()))
-        if before is not None:
-            await self._notify_if_changed(parsed.thing_name, before)
 
     # -- notifications --------------------------------------------------------------------------------
 
-    async def _view(self, thing: str) -> notifications.PendingView:
-        return notifications.PendingView.of(await self.device.get_pending_job_executions({"thingName": thing}))
+    def on_domain_events(self, committed: list[Any]) -> None:
+        """Committed changes: a device request's pending-list change is published at once; notices
+        written by service-side changes wake the drain."""
+        for event in committed:
+            if isinstance(event, events.PendingChanged):
+                self._spawn(self._publish_change(event))
+            elif isinstance(event, pending_notices.NoticesQueued):
+                self._notices_waiting.set()
 
-    async def _notify_if_changed(self, thing: str, before: notifications.PendingView) -> None:
-        after = await self._view(thing)
-        notify, notify_next = notifications.changes(before, after)
-        await self._publish_notifications(thing, after, notify, notify_next)
-
-    # The service layer's announcements (fleetjobs.service.events.PendingListener).
-
-    def job_changed(self, job_id: str, reason: str) -> None:
-        self._spawn(self._announce_job(job_id, reason))
-
-    def things_changed(self, thing_names: Iterable[str]) -> None:
-        names = list(thing_names)
-        self._spawn(self._announce_things(names))
-
-    async def _announce_job(self, job_id: str, reason: str, page: int = 500) -> None:
-        """Tell every thing of a job: its list changed; its next execution changed if it is (created)
-        or may have been (canceled, deleted) this job's."""
-        after = 0
+    async def run_notices(self, drain: pending_notices.NoticeDrain, poll: float = 0.5) -> None:
+        """Work through the durable notices (this instance's and, after their lease, dead ones')."""
         while True:
-            rows = await self.device.things_of_job(job_id, after, page)
-            if not rows:
-                return
-            for _, thing in rows:
-                try:
-                    view = await self._view(thing)
-                    head_is_job = view.head is not None and view.head[0] == job_id
-                    await self._publish_notifications(thing, view, True, head_is_job or reason != events.JOB_CREATED)
-                except Exception:
-                    log.exception("failed to notify %s of job %s", thing, job_id)
-            after = rows[-1][0]
-
-    async def _announce_things(self, things: list[str]) -> None:
-        for thing in things:
             try:
-                await self._publish_notifications(thing, await self._view(thing), True, True)
+                await self.connected.wait()
+                batch = await drain.take()
+                if batch is None:
+                    self._notices_waiting.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._notices_waiting.wait(), timeout=poll)
+                    continue
+                await asyncio.gather(*(self._publish_change(change) for change in batch.changes))
+                await drain.done(batch)
+            except asyncio.CancelledError:
+                raise
             except Exception:
-                log.exception("failed to notify %s", thing)
+                log.exception("publishing pending-list notices failed; will retry")
+                await asyncio.sleep(poll)
 
-    async def _publish_notifications(
-        self, thing: str, view: notifications.PendingView, notify: bool, notify_next: bool
-    ) -> None:
+    async def _publish_change(self, change: events.PendingChanged) -> None:
         now = self.clock.now()
-        if notify:
-            await self.publish(topics.jobs_topic(thing, "notify"), notifications.notify_payload(view, now))
-        if notify_next:
-            execution = None
-            if view.head is not None:
-                with contextlib.suppress(ResourceNotFound, InvalidRequest):
-                    described = await self.device.describe_job_execution(
-                        {"thingName": thing, "jobId": "$next", "includeJobDocument": True}
-                    )
-                    execution = described["execution"]
-                    execution["jobDocument"] = codec.document_object(execution.get("jobDocument"))
-            await self.publish(
-                topics.jobs_topic(thing, "notify-next"), notifications.notify_next_payload(execution, now)
-            )
+        thing = change.thing_name
+        try:
+            if change.notify:
+                await self.publish(
+                    topics.jobs_topic(thing, "notify"), notifications.notify_payload(change.listing, now)
+                )
+            if change.notify_next:
+                execution = change.execution
+                if execution is not None:
+                    execution = {**execution, "jobDocument": codec.document_object(execution.get("jobDocument"))}
+                await self.publish(
+                    topics.jobs_topic(thing, "notify-next"), notifications.notify_next_payload(execution, now)
+                )
+        except aiomqtt.MqttError as e:
+            log.warning("could not notify %s: %s", thing, e)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -13,13 +13,22 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fleetjobs.domain.errors import InvalidRequest, InvalidStateTransition, ResourceNotFound, VersionConflict
-from fleetjobs.domain.execution_state import IN_PROGRESS, QUEUED, TERMINAL, device_transition_allowed
+from fleetjobs.domain import pending
+from fleetjobs.domain.errors import (
+    InvalidRequest,
+    InvalidStateTransition,
+    ResourceNotFound,
+    TerminalState,
+    VersionConflict,
+)
+from fleetjobs.domain.execution_state import IN_PROGRESS, PENDING, QUEUED, TERMINAL, device_transition_allowed
 from fleetjobs.service.context import ServiceContext
-from fleetjobs.service.events import ExecutionEvent
+from fleetjobs.service.events import ExecutionEvent, PendingChanged
 from fleetjobs.service.execution_moves import adjust_counters, complete_finished_jobs
 from fleetjobs.service.executions import Executions
+from fleetjobs.service.outcomes import after_outcomes
 from fleetjobs.service.pagination import compact
+from fleetjobs.service.throttle import ThingThrottle
 from fleetjobs.store.database import record_event
 from fleetjobs.store.schema import DeviceRequest, Job, JobExecution
 
@@ -31,6 +40,7 @@ NEXT = "$next"
 MAX_DETAILS = 10
 MAX_DETAIL_VALUE = 1024
 MAX_STEP_MINUTES = 10080
+JOB_TERMINAL = frozenset({"COMPLETED", "CANCELED"})
 
 
 def check_status_details(details: dict[str, str] | None) -> None:
@@ -53,28 +63,21 @@ def check_step_timeout(minutes: int | None, *, allow_cancel: bool) -> None:
 
 
 class DeviceJobs:
-    def __init__(self, ctx: ServiceContext, executions: Executions) -> None:
+    def __init__(self, ctx: ServiceContext, executions: Executions, throttle: ThingThrottle | None = None) -> None:
         self.ctx = ctx
         self.executions = executions
+        self.throttle = throttle or ThingThrottle(0, 1)
 
     async def get_pending_job_executions(self, req: dict[str, Any]) -> dict[str, Any]:
+        self.throttle.check(req["thingName"])
         async with self.ctx.db.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(E)
-                    .where(E.c.thing_name == req["thingName"], E.c.status.in_((QUEUED, IN_PROGRESS)))
-                    .order_by(E.c.queued_at, E.c.id)
-                )
-            ).all()
-        summary = self._summary
-        return {
-            "inProgressJobs": [summary(r) for r in rows if r.status == IN_PROGRESS],
-            "queuedJobs": [summary(r) for r in rows if r.status == QUEUED],
-        }
+            rows = await self._pending_rows(conn, req["thingName"])
+        return self.listing(rows)
 
     async def start_next_pending_job_execution(
         self, req: dict[str, Any], *, request_key: str | None = None
     ) -> dict[str, Any]:
+        self.throttle.check(req["thingName"])
         check_status_details(req.get("statusDetails"))
         check_step_timeout(req.get("stepTimeoutInMinutes"), allow_cancel=False)
         now = self.ctx.clock.now()
@@ -82,29 +85,48 @@ class DeviceJobs:
             replay = await self._replay(conn, request_key)
             if replay is not None:
                 return replay
-            row = await self._next_pending(conn, req["thingName"], for_update=True)
+            rows = await self._pending_rows(conn, req["thingName"], for_update=True)
+            row = pending.head(rows)
             if row is None:
-                return {}
-            if row.status == QUEUED:
-                row = await self._transition(
-                    conn, row, IN_PROGRESS, now, req.get("statusDetails"), req.get("stepTimeoutInMinutes")
-                )
-            result = {"execution": self._execution(row, await self._document(conn, row.job_id))}
+                result: dict[str, Any] = {}
+            else:
+                job = await self._job(conn, row.job_id)
+                if row.status == QUEUED:
+                    row = await self._transition(
+                        conn,
+                        row,
+                        IN_PROGRESS,
+                        now,
+                        req.get("statusDetails"),
+                        req.get("stepTimeoutInMinutes"),
+                        job=job,
+                        pending_rows=rows,
+                    )
+                result = {"execution": self._execution(row, job.document)}
             await self._remember(conn, request_key, result, now)
         return result
 
     async def describe_job_execution(self, req: dict[str, Any]) -> dict[str, Any]:
+        self.throttle.check(req["thingName"])
         async with self.ctx.db.read() as conn:
             if req["jobId"] == NEXT:
-                row = await self._next_pending(conn, req["thingName"])
+                row = pending.head(await self._pending_rows(conn, req["thingName"]))
                 if row is None:
                     raise ResourceNotFound(f"No pending job execution for thing {req['thingName']}.")
+                job = await self._job(conn, row.job_id)
             else:
                 row = await self.executions.latest(conn, req["jobId"], req["thingName"], req.get("executionNumber"))
-            document = await self._document(conn, row.job_id) if req.get("includeJobDocument", True) else None
+                job = await self._job(conn, row.job_id)
+                if row.status in TERMINAL and job.status in JOB_TERMINAL:
+                    # "The job is in a terminal state": nothing is left to do on this execution.
+                    raise TerminalState(
+                        f"Job {row.job_id} is {job.status} and its execution on {row.thing_name} is {row.status}."
+                    )
+        document = job.document if req.get("includeJobDocument", True) else None
         return {"execution": self._execution(row, document)}
 
     async def update_job_execution(self, req: dict[str, Any], *, request_key: str | None = None) -> dict[str, Any]:
+        self.throttle.check(req["thingName"])
         status = req["status"]
         check_status_details(req.get("statusDetails"))
         step = req.get("stepTimeoutInMinutes")
@@ -114,9 +136,14 @@ class DeviceJobs:
             replay = await self._replay(conn, request_key)
             if replay is not None:
                 return replay
-            row = await self.executions.latest(
-                conn, req["jobId"], req["thingName"], req.get("executionNumber"), for_update=True
+            rows = await self._pending_rows(conn, req["thingName"], for_update=True)
+            number = req.get("executionNumber")
+            row = next(
+                (r for r in rows if r.job_id == req["jobId"] and number in (None, r.execution_number)),
+                None,
             )
+            if row is None:  # not pending: the latest execution says why it cannot change
+                row = await self.executions.latest(conn, req["jobId"], req["thingName"], number, for_update=True)
             expected = req.get("expectedVersion")
             if expected is not None and int(expected) != row.version_number:
                 raise VersionConflict(
@@ -130,15 +157,53 @@ class DeviceJobs:
                     f"Job execution {row.job_id} on {row.thing_name} is {row.status} and cannot become {status}.",
                     executionState=self._state(row),
                 )
-            row = await self._transition(conn, row, status, now, req.get("statusDetails"), step)
-            document = await self._document(conn, row.job_id) if req.get("includeJobDocument") else None
-            result: dict[str, Any] = {}
+            job = await self._job(conn, row.job_id)
+            row = await self._transition(
+                conn, row, status, now, req.get("statusDetails"), step, job=job, pending_rows=rows
+            )
+            result = {}
             if req.get("includeJobExecutionState"):
                 result["executionState"] = self._state(row)
-            if document is not None:
-                result["jobDocument"] = document
+            if req.get("includeJobDocument") and job.document is not None:
+                result["jobDocument"] = job.document
             await self._remember(conn, request_key, result, now)
         return result
+
+    def listing(self, rows: list[Any]) -> dict[str, Any]:
+        """GetPendingJobExecutions' answer (and ``notify``'s content) from a thing's pending rows."""
+        rows = pending.ordered(rows)
+        summary = self._summary
+        return {
+            "inProgressJobs": [summary(r) for r in rows if r.status == IN_PROGRESS],
+            "queuedJobs": [summary(r) for r in rows if r.status == QUEUED],
+        }
+
+    async def pending_views(self, conn: AsyncConnection, things: list[str]) -> dict[str, PendingChanged]:
+        """Each thing's listing and ``$next`` execution (with its document), in two queries for any
+        number of things: what the notification drain publishes."""
+        by_thing: dict[str, list[Any]] = {t: [] for t in things}
+        for chunk in range(0, len(things), 500):
+            part = things[chunk : chunk + 500]
+            rows = await conn.execute(select(E).where(E.c.thing_name.in_(part), E.c.status.in_(PENDING)))
+            for r in rows:
+                by_thing[r.thing_name].append(r)
+        heads = {t: pending.head(rows) for t, rows in by_thing.items()}
+        job_ids = sorted({h.job_id for h in heads.values() if h is not None})
+        documents: dict[str, str | None] = {}
+        if job_ids:
+            documents = dict(
+                (await conn.execute(select(J.c.job_id, J.c.document).where(J.c.job_id.in_(job_ids)))).all()
+            )
+        return {
+            t: PendingChanged(
+                t,
+                self.listing(rows),
+                self._execution(heads[t], documents.get(heads[t].job_id)) if heads[t] is not None else None,
+                True,
+                True,
+            )
+            for t, rows in by_thing.items()
+        }
 
     # -- redelivered requests ------------------------------------------------------------------------
 
@@ -179,6 +244,9 @@ class DeviceJobs:
         now: float,
         details: dict[str, str] | None,
         step_minutes: int | None,
+        *,
+        job: Any,
+        pending_rows: list[Any],
     ) -> Any:
         values: dict[str, Any] = {"status": status, "last_updated_at": now, "version_number": row.version_number + 1}
         if details is not None:
@@ -187,7 +255,7 @@ class DeviceJobs:
             in_progress_deadline = row.in_progress_deadline
             if row.status == QUEUED:
                 values["started_at"] = now
-                timeout = await self._in_progress_timeout(conn, row.job_id)
+                timeout = ((job.config or {}).get("timeoutConfig") or {}).get("inProgressTimeoutInMinutes")
                 in_progress_deadline = now + timeout * 60 if timeout else None
                 values["in_progress_deadline"] = in_progress_deadline
             if step_minutes == -1:
@@ -197,9 +265,14 @@ class DeviceJobs:
                 if in_progress_deadline is not None:
                     deadline = min(deadline, in_progress_deadline)
                 values["step_deadline"] = deadline
+            step_deadline = values.get("step_deadline", row.step_deadline)
+            values["timeout_at"] = min(
+                (d for d in (in_progress_deadline, step_deadline) if d is not None), default=None
+            )
         elif status in TERMINAL:
             values["in_progress_deadline"] = None
             values["step_deadline"] = None
+            values["timeout_at"] = None
         result = await conn.execute(
             update(E)
             .where(E.c.id == row.id, E.c.version_number == row.version_number, E.c.status == row.status)
@@ -215,31 +288,37 @@ class DeviceJobs:
                 record_event(
                     conn, ExecutionEvent(row.job_id, row.thing_name, status.lower(), status, new.status_details)
                 )
+                await after_outcomes(conn, row.job_id, job.config, [new], now)
                 await complete_finished_jobs(conn, [row.job_id], now)
+            await self._announce(conn, pending_rows, new, job)
         return new
 
-    async def _next_pending(self, conn: AsyncConnection, thing_name: str, *, for_update: bool = False) -> Any:
-        """IN_PROGRESS executions come first, then the oldest QUEUED one."""
-        for status in (IN_PROGRESS, QUEUED):
-            q = (
-                select(E)
-                .where(E.c.thing_name == thing_name, E.c.status == status)
-                .order_by(E.c.queued_at, E.c.id)
-                .limit(1)
-            )
-            if for_update and conn.dialect.name == "postgresql":
-                q = q.with_for_update()
-            row = (await conn.execute(q)).first()
-            if row is not None:
-                return row
-        return None
+    async def _announce(self, conn: AsyncConnection, before: list[Any], new: Any, job: Any) -> None:
+        """Publish (after commit) the notify / notify-next this change calls for, decided from the
+        rows the transaction already holds."""
+        after = pending.replace(before, new)
+        notify, notify_next = pending.changes(before, after)
+        if not (notify or notify_next):
+            return
+        head = pending.head(after)
+        execution = None
+        if notify_next and head is not None:
+            document = job.document if head.job_id == new.job_id else (await self._job(conn, head.job_id)).document
+            execution = self._execution(head, document)
+        record_event(conn, PendingChanged(new.thing_name, self.listing(after), execution, notify, notify_next))
 
-    async def _in_progress_timeout(self, conn: AsyncConnection, job_id: str) -> int | None:
-        config = await conn.scalar(select(J.c.config).where(J.c.job_id == job_id))
-        return ((config or {}).get("timeoutConfig") or {}).get("inProgressTimeoutInMinutes")
+    async def _pending_rows(self, conn: AsyncConnection, thing_name: str, *, for_update: bool = False) -> list[Any]:
+        q = (
+            select(E)
+            .where(E.c.thing_name == thing_name, E.c.status.in_((QUEUED, IN_PROGRESS)))
+            .order_by(E.c.queued_at, E.c.id)
+        )
+        if for_update and conn.dialect.name == "postgresql":
+            q = q.with_for_update()
+        return list((await conn.execute(q)).all())
 
-    async def _document(self, conn: AsyncConnection, job_id: str) -> str | None:
-        return await conn.scalar(select(J.c.document).where(J.c.job_id == job_id))
+    async def _job(self, conn: AsyncConnection, job_id: str) -> Any:
+        return (await conn.execute(select(J.c.document, J.c.config, J.c.status).where(J.c.job_id == job_id))).one()
 
     def _execution(self, row: Any, document: str | None) -> dict[str, Any]:
         return compact(

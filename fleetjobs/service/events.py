@@ -1,18 +1,14 @@
-"""Pending-list changes the service layer announces, for whoever tells devices about them.
+"""Domain events: what a committed transaction tells the edges (``$aws/events``, notify / notify-next).
 
-The MQTT gateway listens and publishes ``notify`` / ``notify-next``; without a gateway nobody
-listens and announcing costs nothing.  Listeners must not block: they schedule their work.
+Services record them on the transaction (``record_event``); they reach listeners only after
+commit.  Without a gateway nobody listens and they cost nothing.  Listeners must not block: they
+schedule their work.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-JOB_CREATED = "created"
-JOB_CANCELED = "canceled"
-JOB_DELETED = "deleted"
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -36,23 +32,21 @@ class ExecutionEvent:
     status_details: dict[str, str] | None = field(default=None)
 
 
-class PendingListener(Protocol):
-    def job_changed(self, job_id: str, reason: str) -> None:
-        """Executions of this job entered or left their things' pending lists."""
-        ...
+@dataclass(frozen=True)
+class PendingChanged:
+    """A thing's pending list or ``$next`` execution changed: publish ``notify`` (with ``listing``)
+    and/or ``notify-next`` (with ``execution``, None when nothing is pending)."""
 
-    def things_changed(self, thing_names: Iterable[str]) -> None:
-        """These things' pending lists (and perhaps their next execution) changed."""
-        ...
+    thing_name: str
+    listing: dict[str, Any]
+    execution: dict[str, Any] | None
+    notify: bool
+    notify_next: bool
 
 
 class EventHub:
     def __init__(self) -> None:
-        self._listeners: list[PendingListener] = []
         self._domain: list[Any] = []
-
-    def subscribe(self, listener: PendingListener) -> None:
-        self._listeners.append(listener)
 
     def subscribe_domain(self, listener: Any) -> None:
         """``listener(events)`` receives committed JobEvent / ExecutionEvent lists."""
@@ -61,13 +55,3 @@ class EventHub:
     def dispatch(self, events: list[Any]) -> None:
         for listener in self._domain:
             listener(events)
-
-    def job_changed(self, job_id: str, reason: str) -> None:
-        for listener in self._listeners:
-            listener.job_changed(job_id, reason)
-
-    def things_changed(self, thing_names: Iterable[str]) -> None:
-        names = list(thing_names)
-        if names:
-            for listener in self._listeners:
-                listener.things_changed(names)

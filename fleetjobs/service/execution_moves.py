@@ -42,6 +42,7 @@ async def move_executions(
     *,
     from_statuses: frozenset[str] | set[str] = PENDING,
     extra: dict[str, Any] | None = None,
+    complete: bool = True,
 ) -> dict[str, int]:
     """Move every execution matching ``where`` whose status is in ``from_statuses`` to ``to_status``.
 
@@ -58,6 +59,7 @@ async def move_executions(
     if to_status in TERMINAL:
         values.setdefault("in_progress_deadline", None)
         values.setdefault("step_deadline", None)
+        values.setdefault("timeout_at", None)
     moved: dict[str, dict[str, int]] = defaultdict(dict)
     dialect = conn.dialect.name
     for from_status in sorted(set(from_statuses) - {to_status}):
@@ -79,7 +81,7 @@ async def move_executions(
         deltas[to_status] = deltas.get(to_status, 0) + total
         await adjust_counters(conn, job_id, deltas, now)
         totals[job_id] = total
-    if totals:
+    if totals and complete:
         await complete_finished_jobs(conn, list(totals), now)
     return totals
 

@@ -14,6 +14,7 @@ from fleetjobs.service.context import ServiceContext
 from fleetjobs.service.events import ExecutionEvent
 from fleetjobs.service.execution_moves import adjust_counters, complete_finished_jobs, move_executions
 from fleetjobs.service.pagination import compact, decode_token, page, page_size
+from fleetjobs.service.pending_notices import notice_things
 from fleetjobs.store.database import record_event
 from fleetjobs.store.schema import Job, JobExecution
 
@@ -113,7 +114,7 @@ class Executions:
             )
             if not moved:
                 raise VersionConflict("The job execution was changed concurrently; retry.")
-        self.ctx.events.things_changed([req["thingName"]])
+            await notice_things(conn, [row.thing_name], now, next_always=True)
 
     async def delete_job_execution(self, req: dict[str, Any]) -> None:
         now = self.ctx.clock.now()
@@ -132,8 +133,7 @@ class Executions:
                 await adjust_counters(conn, row.job_id, {row.status: -1}, now)
                 if row.status in (QUEUED, IN_PROGRESS):
                     await complete_finished_jobs(conn, [row.job_id], now)
-        if row.status in (QUEUED, IN_PROGRESS):
-            self.ctx.events.things_changed([req["thingName"]])
+                    await notice_things(conn, [row.thing_name], now, next_always=True)
 
     # -- shared with the device plane ---------------------------------------------------------------
 

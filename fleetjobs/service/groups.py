@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fleetjobs.domain.arns import parse_arn
 from fleetjobs.domain.errors import InvalidRequest, ResourceAlreadyExists, ResourceNotFound, VersionConflict
+from fleetjobs.service import continuous
 from fleetjobs.service.context import ServiceContext
 from fleetjobs.service.pagination import compact, decode_token, page, page_size
 from fleetjobs.service.registry_queries import (
@@ -237,7 +238,16 @@ class ThingGroups:
                 raise InvalidRequest(
                     f"Cannot delete thing group {name} while it still has child groups (for example {child[0]})."
                 )
+            members = (
+                await conn.execute(
+                    select(T.c.id, T.c.thing_name).join(M, M.c.thing_id == T.c.id).where(M.c.group_id == row.id)
+                )
+            ).all()
             await conn.execute(delete(M).where(M.c.group_id == row.id))
+            if members and await continuous.jobs_reaching(conn, [row.id]):
+                now = self.ctx.clock.now()
+                for thing in members:
+                    await continuous.things_left(conn, thing, [row.id], self.ctx.partition.thing(thing.thing_name), now)
             await conn.execute(delete(G).where(G.c.id == row.id))
 
     # -- membership ----------------------------------------------------------------------------------
@@ -338,11 +348,18 @@ class ThingGroups:
                 )
             by_root[roots[g.id]] = g.id
         await conn.execute(insert(M), [{"group_id": g.id, "thing_id": thing.id} for g in new])
+        now = self.ctx.clock.now()
+        await continuous.things_joined(
+            conn, thing, [g.id for g in new], self.ctx.partition.thing(thing.thing_name), now
+        )
 
     async def _remove_memberships(self, conn: AsyncConnection, thing: Any, groups: list[Any]) -> None:
         """Removing a thing from a group it is not in is a no-op, as on AWS."""
         if groups:
-            await conn.execute(delete(M).where(M.c.thing_id == thing.id, M.c.group_id.in_([g.id for g in groups])))
+            ids = [g.id for g in groups]
+            await conn.execute(delete(M).where(M.c.thing_id == thing.id, M.c.group_id.in_(ids)))
+            now = self.ctx.clock.now()
+            await continuous.things_left(conn, thing, ids, self.ctx.partition.thing(thing.thing_name), now)
 
     # -- lookups -----------------------------------------------------------------------------------------
 

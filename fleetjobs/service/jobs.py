@@ -4,6 +4,7 @@ AssociateTargetsWithJob."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fleetjobs.domain import job_config
+from fleetjobs.domain.cron import upcoming_starts
 from fleetjobs.domain.errors import (
     InvalidRequest,
     InvalidStateTransition,
@@ -19,19 +21,23 @@ from fleetjobs.domain.errors import (
     ResourceAlreadyExists,
     ResourceNotFound,
 )
-from fleetjobs.domain.execution_state import CANCELED, COUNTER_FIELD, IN_PROGRESS, QUEUED
+from fleetjobs.domain.execution_state import CANCELED, COUNTER_FIELD, IN_PROGRESS, PENDING, QUEUED
+from fleetjobs.domain.rollout import RolloutConfig
 from fleetjobs.service import events
 from fleetjobs.service.context import ServiceContext
 from fleetjobs.service.execution_moves import complete_finished_jobs, move_executions
 from fleetjobs.service.pagination import compact, decode_token, page, page_size
+from fleetjobs.service.pending_notices import notice_job, notice_query
+from fleetjobs.service.rollout import RolloutEngine, needs_engine, windows_of
 from fleetjobs.service.targets import ResolvedTarget, fan_out, resolve_targets
 from fleetjobs.service.templates import JobTemplates
 from fleetjobs.store.database import record_event
-from fleetjobs.store.schema import Job, JobExecution, JobTarget
+from fleetjobs.store.schema import Job, JobExecution, JobTarget, RolloutQueue
 
 log = logging.getLogger(__name__)
 
 J = Job.__table__
+RQ = RolloutQueue.__table__
 E = JobExecution.__table__
 JT = JobTarget.__table__
 
@@ -61,9 +67,10 @@ DELETE_CHUNK = 5000
 
 
 class Jobs:
-    def __init__(self, ctx: ServiceContext, templates: JobTemplates) -> None:
+    def __init__(self, ctx: ServiceContext, templates: JobTemplates, rollout: RolloutEngine) -> None:
         self.ctx = ctx
         self.templates = templates
+        self.rollout = rollout
         self._purge_wakeup = asyncio.Event()
 
     # -- create ------------------------------------------------------------------------------
@@ -90,6 +97,7 @@ class Jobs:
             targets = await resolve_targets(conn, self.ctx.partition, merged["targets"])
             scheduled = bool((merged.get("schedulingConfig") or {}).get("startTime"))
             config = {k: merged[k] for k in CONFIG_MEMBERS if merged.get(k) is not None}
+            staged = needs_engine(config)
             try:
                 await conn.execute(
                     insert(J).values(
@@ -105,7 +113,7 @@ class Jobs:
                         config=config,
                         tags=merged.get("tags") or [],
                         force_canceled=False,
-                        processing_targets=merged["targets"] if scheduled else None,
+                        processing_targets=merged["targets"] if staged else None,
                         created_at=now,
                         last_updated_at=now,
                         n_queued=0,
@@ -123,12 +131,13 @@ class Jobs:
                     f"Job with id {job_id} already exists.", resourceId=job_id, resourceArn=self._arn(job_id)
                 ) from None
             await self._record_group_targets(conn, job_id, targets)
-            if not scheduled:
-                created = await fan_out(conn, job_id, targets, now)
-                await conn.execute(update(J).where(J.c.job_id == job_id).values(n_queued=created))
+            created = await self.rollout.begin(conn, job_id, config, targets, now)
+            if created:
+                await notice_job(conn, job_id, now)
+            if not staged:
                 await complete_finished_jobs(conn, [job_id], now)
-        if not scheduled:
-            self.ctx.events.job_changed(job_id, events.JOB_CREATED)
+        if staged:
+            self.rollout.wakeup.set()
         return {"jobArn": self._arn(job_id), "jobId": job_id, "description": merged.get("description")}
 
     # -- read ----------------------------------------------------------------------------------
@@ -158,6 +167,7 @@ class Jobs:
                 "jobTemplateArn": row.job_template_arn,
                 "isConcurrent": self._is_concurrent(row),
                 **{k: cfg[k] for k in CONFIG_MEMBERS if k in cfg},
+                "scheduledJobRollouts": self._scheduled_rollouts(cfg),
             }
         )
         return {"documentSource": row.document_source, "job": job}
@@ -226,8 +236,10 @@ class Jobs:
                 raise InvalidRequest(f"Job {job_id} is COMPLETED and cannot be canceled.")
             if row.status == CANCELED and (not force or row.force_canceled):
                 raise InvalidRequest(f"Job {job_id} is already canceled.")
+            await conn.execute(delete(RQ).where(RQ.c.job_id == job_id))
             values: dict[str, Any] = {
                 "status": CANCELED,
+                "due_at": None,
                 "processing_targets": None,
                 "last_updated_at": now,
                 "force_canceled": bool(row.force_canceled) or force,
@@ -248,7 +260,7 @@ class Jobs:
                 extra={"force_canceled": True} if force else None,
             )
             record_event(conn, events.JobEvent(job_id, "canceled"))
-        self.ctx.events.job_changed(job_id, events.JOB_CANCELED)
+            await notice_job(conn, job_id, now, next_always=True)
         return {"jobArn": self._arn(job_id), "jobId": job_id, "description": row.description}
 
     async def update_job(self, req: dict[str, Any]) -> None:
@@ -295,11 +307,16 @@ class Jobs:
                 values["comment"] = req["comment"]
             await conn.execute(update(J).where(J.c.job_id == job_id).values(**values))
             await self._record_group_targets(conn, job_id, targets)
-            created = await fan_out(conn, job_id, targets, now, skip_existing=True)
+            last_id = await conn.scalar(select(func.max(E.c.id))) or 0
+            if row.processing_targets is not None and RolloutConfig.of(row.config) is not None:
+                # Mid-rollout: the new targets join the queue and go out at the job's rate.
+                await fan_out(conn, job_id, targets, now, into_queue=True)
+                created = 0
+            else:
+                created = await fan_out(conn, job_id, targets, now, skip_existing=True)
             if created:
                 await conn.execute(update(J).where(J.c.job_id == job_id).values(n_queued=J.c.n_queued + created))
-        if created:
-            self.ctx.events.job_changed(job_id, events.JOB_CREATED)
+                await notice_job(conn, job_id, now, after=last_id)
         return {"jobArn": self._arn(job_id), "jobId": job_id, "description": row.description}
 
     async def delete_job(self, req: dict[str, Any]) -> None:
@@ -323,7 +340,7 @@ class Jobs:
             await conn.execute(
                 update(J)
                 .where(J.c.job_id == job_id)
-                .values(status="DELETION_IN_PROGRESS", processing_targets=None, last_updated_at=now)
+                .values(status="DELETION_IN_PROGRESS", processing_targets=None, due_at=None, last_updated_at=now)
             )
             record_event(conn, events.JobEvent(job_id, "deletion_in_progress", self._snapshot(row)))
         self._purge_wakeup.set()
@@ -337,15 +354,22 @@ class Jobs:
         deletion that a crashed process had started.  Returns the number of jobs finished.
         """
         finished = 0
+        now = self.ctx.clock.now()
         async with self.ctx.db.read() as conn:
             job_ids = (await conn.execute(select(J.c.job_id).where(J.c.status == "DELETION_IN_PROGRESS"))).scalars()
             job_ids = list(job_ids)
         for job_id in job_ids:
             while True:
                 async with self.ctx.db.write() as conn:
-                    chunk = select(E.c.id).where(E.c.job_id == job_id).limit(DELETE_CHUNK).scalar_subquery()
-                    n = (await conn.execute(delete(E).where(E.c.id.in_(chunk)))).rowcount
-                    if n:
+                    ids = list(
+                        (await conn.execute(select(E.c.id).where(E.c.job_id == job_id).limit(DELETE_CHUNK))).scalars()
+                    )
+                    # Things whose pending list loses an execution hear of it once it is gone.
+                    if ids:
+                        await notice_query(
+                            conn, select(E.c.thing_name).where(E.c.id.in_(ids), E.c.status.in_(PENDING)), now
+                        )
+                        await conn.execute(delete(E).where(E.c.id.in_(ids)))
                         continue
                     await conn.execute(delete(JT).where(JT.c.job_id == job_id))
                     gone = (
@@ -400,10 +424,18 @@ class Jobs:
             "completed_at": row.completed_at,
         }
 
+    def _scheduled_rollouts(self, cfg: dict[str, Any]) -> list[dict[str, str]] | None:
+        """The next seven maintenance-window starts (AWS's ``scheduledJobRollouts``)."""
+        windows = windows_of(cfg)
+        if not windows:
+            return None
+        starts = upcoming_starts(windows, self.ctx.clock.now(), 7)
+        return [{"startTime": dt.datetime.fromtimestamp(s, dt.UTC).strftime("%Y-%m-%dT%H:%M")} for s, _ in starts]
+
     @staticmethod
     def _is_concurrent(row: Any) -> bool:
         # Rolling out (targets not yet reached) or busy canceling/deleting.
-        return bool(row.processing_targets) or row.status == "DELETION_IN_PROGRESS"
+        return (row.status == IN_PROGRESS and bool(row.processing_targets)) or row.status == "DELETION_IN_PROGRESS"
 
     async def _job_exists(self, conn: AsyncConnection, job_id: str) -> bool:
         return (await conn.execute(select(J.c.job_id).where(J.c.job_id == job_id))).first() is not None

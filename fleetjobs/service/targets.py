@@ -76,11 +76,13 @@ async def fan_out(
     now: float,
     *,
     skip_existing: bool = False,
+    into_queue: bool = False,
 ) -> int:
     """Create one QUEUED execution per distinct thing reached by ``targets``; returns how many.
 
     With ``skip_existing`` (continuous jobs gaining targets) things that already have an
-    execution of this job are left alone.
+    execution of this job are left alone.  With ``into_queue`` the things go, in the same order,
+    to the job's rollout queue instead, for the rollout engine to release at its rate.
     """
     if not targets:
         return 0
@@ -92,6 +94,19 @@ async def fan_out(
         if skip_existing
         else ""
     )
+    if into_queue:
+        params.pop("now")
+        insert = (
+            "INSERT INTO rollout_queue (job_id, thing_name) "
+            "SELECT CAST(:job_id AS VARCHAR(64)), thing_name FROM reached ORDER BY ord, mid"
+        )
+    else:
+        insert = """INSERT INTO job_executions
+          (job_id, thing_name, execution_number, status, queued_at, last_updated_at,
+           version_number, force_canceled, retry_attempt)
+        SELECT CAST(:job_id AS VARCHAR(64)), thing_name, 1, 'QUEUED',
+               CAST(:now AS DOUBLE PRECISION), CAST(:now AS DOUBLE PRECISION), 1, false, 0
+        FROM reached ORDER BY ord, mid"""
     sql = f"""
         WITH RECURSIVE
           roots(group_id, ord) AS ({group_sql}),
@@ -111,12 +126,7 @@ async def fan_out(
             WHERE 1=1 {existing}
             GROUP BY t.thing_name
           )
-        INSERT INTO job_executions
-          (job_id, thing_name, execution_number, status, queued_at, last_updated_at,
-           version_number, force_canceled, retry_attempt)
-        SELECT CAST(:job_id AS VARCHAR(64)), thing_name, 1, 'QUEUED',
-               CAST(:now AS DOUBLE PRECISION), CAST(:now AS DOUBLE PRECISION), 1, false, 0
-        FROM reached ORDER BY ord, mid
+        {insert}
     """
     result = await conn.execute(text(sql), params)
     if conn.dialect.name == "sqlite":

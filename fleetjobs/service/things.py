@@ -29,6 +29,7 @@ from fleetjobs.domain.errors import InvalidRequest, ResourceAlreadyExists, Resou
 from fleetjobs.service.context import ServiceContext
 from fleetjobs.service.execution_moves import remove_thing_executions
 from fleetjobs.service.pagination import compact, decode_token, page, page_size
+from fleetjobs.service.pending_notices import notice_things
 from fleetjobs.service.registry_queries import (
     apply_attribute_payload,
     locked,
@@ -231,9 +232,9 @@ class Things:
             result = await conn.execute(delete(T).where(T.c.id == row.id, T.c.version == row.version))
             if result.rowcount != 1:
                 raise self._version_conflict(name)
-            removed = await remove_thing_executions(conn, name, self.ctx.clock.now())
-        if removed:
-            self.ctx.events.things_changed([name])
+            now = self.ctx.clock.now()
+            if await remove_thing_executions(conn, name, now):
+                await notice_things(conn, [name], now, next_always=True)
 
     # -- thing types -------------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ class Database:
             self.engine: AsyncEngine = create_async_engine(self.url, pool_size=pool_size, max_overflow=0)
             self._install_sqlite_hooks()
         else:
-            self.engine = create_async_engine(self.url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+            self.engine = create_async_engine(self.url, pool_size=pool_size, max_overflow=10, pool_recycle=1800)
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         self.on_events: Callable[[list[Any]], None] | None = None
 

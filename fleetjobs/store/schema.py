@@ -106,6 +106,14 @@ class Job(Base):
     n_canceled: Mapped[int] = mapped_column(BigInteger, default=0)
     n_removed: Mapped[int] = mapped_column(BigInteger, default=0)
     n_timed_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The rollout engine's durable state (see fleetjobs.service.rollout): when the job started
+    # rolling out, how many executions it has released, the unused release credit and when it was
+    # last accounted, and when the scheduler must next look at the job (NULL: nothing due).
+    started_at: Mapped[float | None] = mapped_column(Epoch)
+    n_released: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    rollout_credit: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    rollout_tick_at: Mapped[float | None] = mapped_column(Epoch)
+    due_at: Mapped[float | None] = mapped_column(Epoch, index=True)
 
 
 class JobTarget(Base):
@@ -136,6 +144,11 @@ class JobExecution(Base):
     # Absolute deadlines (epoch seconds) of the in-progress and step timers.
     in_progress_deadline: Mapped[float | None] = mapped_column(Epoch)
     step_deadline: Mapped[float | None] = mapped_column(Epoch)
+    # The earlier of the two deadlines: what the timer sweep looks at (NULL unless IN_PROGRESS).
+    timeout_at: Mapped[float | None] = mapped_column(Epoch, index=True)
+    # Retries already spent per failure type (JobExecutionsRetryConfig counts them separately).
+    failed_retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    timed_out_retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     __table_args__ = (
         UniqueConstraint("job_id", "thing_name", "execution_number"),
         Index("ix_job_executions_job_status", "job_id", "status", "id"),
@@ -172,3 +185,31 @@ class DeviceRequest(Base):
     request_key: Mapped[str] = mapped_column(String(64), primary_key=True)
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[float] = mapped_column(Epoch, index=True)
+
+
+class RolloutQueue(Base):
+    """Targets of a rolling-out job that have no execution yet, in release order."""
+
+    __tablename__ = "rollout_queue"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id", ondelete="CASCADE"))
+    thing_name: Mapped[str] = mapped_column(String(128))
+    __table_args__ = (Index("ix_rollout_queue_job", "job_id", "id"),)
+
+
+class PendingNotice(Base):
+    """A durable to-do: tell a thing (or every thing of a job, page by page from ``cursor``) that
+    its pending list changed.  Written in the transaction of the change, so no instance's crash
+    loses a notification; any instance's gateway drains it under a lease."""
+
+    __tablename__ = "pending_notices"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    thing_name: Mapped[str | None] = mapped_column(String(128))
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    # For a job notice: executions of the job with cursor < id <= upto are to be announced.
+    cursor: Mapped[int | None] = mapped_column(BigInteger)
+    upto: Mapped[int | None] = mapped_column(BigInteger)
+    # notify-next is published when the thing's next execution is ``job_id``'s, or always.
+    next_always: Mapped[bool] = mapped_column(Boolean)
+    lease_until: Mapped[float | None] = mapped_column(Epoch)
+    created_at: Mapped[float] = mapped_column(Epoch)

@@ -1,0 +1,332 @@
+"""The rollout engine: the clock-driven half of jobs (JOBS_API.md §4.1, §4.7-§4.11).
+
+Every piece of due work is a row in the database, claimed in a write transaction (PostgreSQL:
+``FOR UPDATE SKIP LOCKED``), so any number of instances share it with no leader, each piece is
+done once, and a dead instance's work is simply picked up by the next pass of another:
+
+* jobs whose ``due_at`` has come: start a SCHEDULED job, release the next executions of a staged
+  rollout (a credit account on the job row, see ``domain.rollout``), open or close a maintenance
+  window, apply ``endTime``;
+* IN_PROGRESS executions whose ``timeout_at`` has come: TIMED_OUT, then retries and abort.
+
+Time comes from the injected clock only; ``tick`` does everything due "now", so a test can run
+an hour of rollout by moving a manual clock and ticking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fleetjobs.domain.cron import MaintenanceWindow, next_window_start, open_window_end
+from fleetjobs.domain.execution_state import CANCELED, IN_PROGRESS, QUEUED, TIMED_OUT
+from fleetjobs.domain.job_config import parse_schedule_time
+from fleetjobs.domain.rollout import REEVALUATE_SECONDS, RolloutConfig, accrue, seconds_until_next
+from fleetjobs.service.context import ServiceContext
+from fleetjobs.service.events import ExecutionEvent, JobEvent
+from fleetjobs.service.execution_moves import complete_finished_jobs, move_executions
+from fleetjobs.service.outcomes import after_outcomes
+from fleetjobs.service.pending_notices import notice_job, notice_things
+from fleetjobs.service.targets import ResolvedTarget, fan_out
+from fleetjobs.store.database import record_event
+from fleetjobs.store.schema import Job, JobExecution, RolloutQueue
+
+log = logging.getLogger("fleetjobs.rollout")
+
+E = JobExecution.__table__
+J = Job.__table__
+Q = RolloutQueue.__table__
+
+SCHEDULED = "SCHEDULED"
+# At most this many executions per job per pass: one transaction stays short whatever the rate.
+RELEASE_BATCH = 2000
+# A staged rollout is looked at no more often than this (releases then come in small batches).
+MIN_TICK_SECONDS = 0.1
+TIMEOUT_BATCH = 1000
+JOBS_PER_PASS = 20
+
+
+def windows_of(config: dict[str, Any] | None) -> list[MaintenanceWindow]:
+    sched = (config or {}).get("schedulingConfig") or {}
+    return [MaintenanceWindow.from_config(w) for w in sched.get("maintenanceWindows") or []]
+
+
+def end_time_of(config: dict[str, Any] | None) -> float | None:
+    end = ((config or {}).get("schedulingConfig") or {}).get("endTime")
+    return parse_schedule_time(end, "endTime") if end else None
+
+
+def start_time_of(config: dict[str, Any] | None) -> float | None:
+    start = ((config or {}).get("schedulingConfig") or {}).get("startTime")
+    return parse_schedule_time(start) if start else None
+
+
+def needs_engine(config: dict[str, Any] | None) -> bool:
+    """Does the job's rollout wait on the clock (staged, scheduled, windowed or ending)?"""
+    sched = (config or {}).get("schedulingConfig") or {}
+    return RolloutConfig.of(config) is not None or bool(
+        sched.get("startTime") or sched.get("maintenanceWindows") or sched.get("endTime")
+    )
+
+
+class RolloutEngine:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.wakeup = asyncio.Event()
+        # One pass at a time per process: a tick asked for (the manual clock's) waits for the one
+        # under way instead of skipping the rows that one has locked and answering too early.
+        self._ticking = asyncio.Lock()
+
+    # -- called by CreateJob / AssociateTargetsWithJob, in their transaction -----------------------
+
+    async def begin(
+        self, conn: AsyncConnection, job_id: str, config: dict[str, Any], targets: list[ResolvedTarget], now: float
+    ) -> int:
+        """Bring a new job's executions into being: at once when nothing holds them back (returns
+        how many), else queue the targets for the engine (returns 0)."""
+        if not needs_engine(config):
+            created = await fan_out(conn, job_id, targets, now)
+            await conn.execute(
+                update(J).where(J.c.job_id == job_id).values(n_queued=created, n_released=created, started_at=now)
+            )
+            return created
+        await fan_out(conn, job_id, targets, now, into_queue=True)
+        start = start_time_of(config)
+        await conn.execute(update(J).where(J.c.job_id == job_id).values(due_at=start if start is not None else now))
+        return 0
+
+    # -- the passes ------------------------------------------------------------------------------------
+
+    async def tick(self) -> int:
+        """Do everything due now; returns how much was done (0: nothing was due)."""
+        done = 0
+        async with self._ticking:
+            while True:
+                n = await self._due_jobs_pass() + await self._timeouts_pass()
+                done += n
+                if n == 0:
+                    return done
+
+    async def run(self, interval: float = 0.1) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("rollout pass failed; will retry")
+            self.wakeup.clear()
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+
+    async def _due_jobs_pass(self) -> int:
+        now = self.ctx.clock.now()
+        async with self.ctx.db.write() as conn:
+            q = (
+                select(J)
+                .where(J.c.due_at <= now, J.c.status.in_((IN_PROGRESS, SCHEDULED)))
+                .order_by(J.c.due_at)
+                .limit(JOBS_PER_PASS)
+            )
+            if conn.dialect.name == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            jobs = (await conn.execute(q)).all()
+            for job in jobs:
+                await self._advance(conn, job, now)
+        return len(jobs)
+
+    async def _advance(self, conn: AsyncConnection, job: Any, now: float) -> None:
+        config = job.config or {}
+        end = end_time_of(config)
+        if end is not None and now >= end:
+            await self._end(conn, job, config, now)
+            return
+        windows = windows_of(config)
+        start = start_time_of(config)
+        window_end = open_window_end(windows, now) if windows else None
+        if job.status == SCHEDULED:
+            if start is not None and now < start:
+                await self._set(conn, job.job_id, due_at=_earliest(start, end))
+                return
+            if windows and window_end is None:
+                await self._set(conn, job.job_id, due_at=_earliest(next_window_start(windows, now), end))
+                return
+            await self._set(
+                conn, job.job_id, status=IN_PROGRESS, started_at=job.started_at or now, rollout_tick_at=None
+            )
+            job = (await conn.execute(select(J).where(J.c.job_id == job.job_id))).one()
+        elif windows and window_end is None:
+            # The window closed: the job waits, SCHEDULED, for the next one.
+            await self._set(
+                conn,
+                job.job_id,
+                status=SCHEDULED,
+                rollout_tick_at=None,
+                due_at=_earliest(next_window_start(windows, now), end),
+            )
+            return
+        await self._release(conn, job, config, now, _earliest(window_end, end))
+
+    async def _release(
+        self, conn: AsyncConnection, job: Any, config: dict[str, Any], now: float, boundary: float | None
+    ) -> None:
+        rollout = RolloutConfig.of(config)
+        if rollout is None:
+            credit, rate, n = 0.0, math.inf, RELEASE_BATCH
+        else:
+            rate = rollout.rate(int(job.n_released), int(job.n_succeeded))
+            credit = accrue(float(job.rollout_credit), job.rollout_tick_at, now, rate)
+            n = min(int(credit), RELEASE_BATCH)
+        released = 0
+        if n > 0:
+            batch = (
+                await conn.execute(
+                    select(Q.c.id, Q.c.thing_name).where(Q.c.job_id == job.job_id).order_by(Q.c.id).limit(n)
+                )
+            ).all()
+            if batch:
+                last_id = await conn.scalar(select(func.max(E.c.id))) or 0
+                await conn.execute(
+                    insert(E),
+                    [
+                        {
+                            "job_id": job.job_id,
+                            "thing_name": thing,
+                            "execution_number": 1,
+                            "status": QUEUED,
+                            "queued_at": now,
+                            "last_updated_at": now,
+                            "version_number": 1,
+                            "force_canceled": False,
+                            "retry_attempt": 0,
+                        }
+                        for _, thing in batch
+                    ],
+                )
+                await conn.execute(delete(Q).where(Q.c.job_id == job.job_id, Q.c.id <= batch[-1].id))
+                released = len(batch)
+                await notice_job(conn, job.job_id, now, after=last_id)
+        remaining = await conn.scalar(select(func.count()).select_from(Q).where(Q.c.job_id == job.job_id))
+        values: dict[str, Any] = {
+            "n_queued": J.c.n_queued + released,
+            "n_released": J.c.n_released + released,
+            "rollout_credit": max(0.0, credit - released) if rollout is not None else 0.0,
+            "rollout_tick_at": now,
+            "last_updated_at": now if released else job.last_updated_at,
+        }
+        if not remaining:
+            values.update(processing_targets=None, due_at=_earliest(None, boundary) if end_time_of(config) else None)
+            await self._set(conn, job.job_id, **values)
+            await complete_finished_jobs(conn, [job.job_id], now)
+            return
+        if rollout is None:
+            due = now
+        else:
+            wait = seconds_until_next(values["rollout_credit"], rate)
+            if rollout.depends_on_successes:
+                wait = min(wait, REEVALUATE_SECONDS)
+            due = now + max(MIN_TICK_SECONDS, wait)
+        values["due_at"] = _earliest(due, boundary)
+        await self._set(conn, job.job_id, **values)
+
+    async def _end(self, conn: AsyncConnection, job: Any, config: dict[str, Any], now: float) -> None:
+        """``endTime`` reached: no more releases; CANCEL / FORCE_CANCEL cancel like CancelJob."""
+        behavior = ((config.get("schedulingConfig") or {}).get("endBehavior")) or "STOP_ROLLOUT"
+        await conn.execute(delete(Q).where(Q.c.job_id == job.job_id))
+        if behavior == "STOP_ROLLOUT":
+            await self._set(
+                conn, job.job_id, processing_targets=None, due_at=None, status=IN_PROGRESS, last_updated_at=now
+            )
+            await self._complete_if_done(conn, job, now)
+            return
+        force = behavior == "FORCE_CANCEL"
+        await self._set(
+            conn,
+            job.job_id,
+            status=CANCELED,
+            processing_targets=None,
+            due_at=None,
+            force_canceled=force,
+            last_updated_at=now,
+        )
+        record_event(conn, JobEvent(job.job_id, "cancellation_in_progress"))
+        await move_executions(
+            conn,
+            E.c.job_id == job.job_id,
+            CANCELED,
+            now,
+            from_statuses={QUEUED, IN_PROGRESS} if force else {QUEUED},
+            extra={"force_canceled": True} if force else None,
+        )
+        record_event(conn, JobEvent(job.job_id, "canceled"))
+        await notice_job(conn, job.job_id, now, next_always=True)
+
+    async def _complete_if_done(self, conn: AsyncConnection, job: Any, now: float) -> None:
+        """A job with an endTime that has passed completes once all its executions are terminal,
+        continuous or not (§4.1)."""
+        await conn.execute(
+            update(J)
+            .where(J.c.job_id == job.job_id, J.c.status == IN_PROGRESS, J.c.n_queued == 0, J.c.n_in_progress == 0)
+            .values(status="COMPLETED", completed_at=now, last_updated_at=now)
+        )
+
+    async def _timeouts_pass(self) -> int:
+        now = self.ctx.clock.now()
+        async with self.ctx.db.write() as conn:
+            q = (
+                select(E)
+                .where(E.c.status == IN_PROGRESS, E.c.timeout_at <= now)
+                .order_by(E.c.timeout_at)
+                .limit(TIMEOUT_BATCH)
+            )
+            if conn.dialect.name == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            rows = (await conn.execute(q)).all()
+            if not rows:
+                return 0
+            ids = [r.id for r in rows]
+            await move_executions(conn, E.c.id.in_(ids), TIMED_OUT, now, from_statuses={IN_PROGRESS}, complete=False)
+            by_job: dict[str, list[Any]] = {}
+            for r in rows:
+                record_event(conn, ExecutionEvent(r.job_id, r.thing_name, "timed_out", TIMED_OUT, r.status_details))
+                by_job.setdefault(r.job_id, []).append(_with_status(r, TIMED_OUT))
+            await notice_things(conn, [r.thing_name for r in rows], now)
+            configs = dict(
+                (await conn.execute(select(J.c.job_id, J.c.config).where(J.c.job_id.in_(list(by_job))))).all()
+            )
+            for job_id, timed_out in by_job.items():
+                await after_outcomes(conn, job_id, configs.get(job_id), timed_out, now)
+            await complete_finished_jobs(conn, list(by_job), now)
+        return len(rows)
+
+    async def _set(self, conn: AsyncConnection, job_id: str, **values: Any) -> None:
+        await conn.execute(update(J).where(J.c.job_id == job_id).values(**values))
+
+
+class _Row:
+    """A row with one field replaced (SQLAlchemy rows are immutable)."""
+
+    def __init__(self, row: Any, **changes: Any) -> None:
+        self._row = row
+        self._changes = changes
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._changes:
+            return self._changes[name]
+        return getattr(self._row, name)
+
+
+def _with_status(row: Any, status: str) -> Any:
+    return _Row(row, status=status)
+
+
+def _earliest(*times: float | None) -> float | None:
+    present = [t for t in times if t is not None and t != math.inf]
+    return min(present) if present else None
