@@ -43,3 +43,29 @@ def test_requests_sent_while_fleetjobs_is_down_are_answered_after_restart(backen
         srv.stop()
         if "restarted" in locals():
             restarted.stop()
+
+
+def test_notifications_of_changes_made_with_no_gateway_up_are_published_later(backends, mosquitto) -> None:  # type: ignore[no-untyped-def]
+    """A job created by an instance with no MQTT at all: the notice waits in the database until
+    an instance with a gateway (here a later one, over the same data) publishes it."""
+    offline = backends.server(env={"FLEETJOBS_EMBEDDED_BROKER": "false"}).start()
+    iot = offline.client("iot")
+    fleet = Fleet(iot)
+    thing = fleet.things(1)[0]
+    dev = Device("127.0.0.1", mosquitto, thing)
+    online = None
+    try:
+        job_id = fleet.job([thing_arn(thing)])
+        offline.stop()
+        env = {"FLEETJOBS_MQTT_URL": f"mqtt://127.0.0.1:{mosquitto}", "FLEETJOBS_MQTT_CLIENT_ID": unique("gw")}
+        online = Server(data_dir=offline.data_dir, database_url=offline.database_url, env=env).start()
+        backends._servers.append(online)
+        _, doc = dev.wait_for(lambda t, d: t.endswith("/notify-next") and "execution" in d, timeout=30)
+        assert doc["execution"]["jobId"] == job_id and doc["execution"]["jobDocument"]
+        _, doc = dev.wait_for(lambda t, d: t.endswith("/notify"), timeout=30)
+        assert [j["jobId"] for j in doc["jobs"]["QUEUED"]] == [job_id]
+    finally:
+        dev.close()
+        offline.stop()
+        if online is not None:
+            online.stop()

@@ -92,13 +92,16 @@ class NoticeBatch:
     thing_notice_ids: list[int] = field(default_factory=list)
     # job notice id -> the last execution id announced, or None when the job notice is finished
     job_cursors: dict[int, int | None] = field(default_factory=dict)
+    # taken but left for the next batch (the batch was full): their lease is given back
+    untouched: list[int] = field(default_factory=list)
 
 
 class NoticeDrain:
-    def __init__(self, ctx: ServiceContext, device: DeviceJobs, *, limit: int = 200) -> None:
+    def __init__(self, ctx: ServiceContext, device: DeviceJobs, *, limit: int = 200, things: int = 1000) -> None:
         self.ctx = ctx
         self.device = device
         self.limit = limit
+        self.things = things  # at most about this many things per batch, however the notices are made
 
     async def take(self) -> NoticeBatch | None:
         wall = time.time()
@@ -129,6 +132,9 @@ class NoticeDrain:
 
         async with self.ctx.db.read() as conn:
             for n in notices:
+                if len(wanted) >= self.things:
+                    batch.untouched.append(n.id)
+                    continue
                 if n.thing_name is not None:
                     want(n.thing_name, n.next_always, n.job_id)
                     batch.thing_notice_ids.append(n.id)
@@ -149,6 +155,8 @@ class NoticeDrain:
 
     async def done(self, batch: NoticeBatch) -> None:
         async with self.ctx.db.write() as conn:
+            if batch.untouched:
+                await conn.execute(update(N).where(N.c.id.in_(batch.untouched)).values(lease_until=None))
             if batch.thing_notice_ids:
                 await conn.execute(delete(N).where(N.c.id.in_(batch.thing_notice_ids)))
             for notice_id, cursor in batch.job_cursors.items():
