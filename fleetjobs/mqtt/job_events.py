@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from fleetjobs.clock import Clock
 from fleetjobs.domain.arns import Partition
 from fleetjobs.domain.execution_state import COUNTER_FIELD
-from fleetjobs.service.event_configurations import enabled
+from fleetjobs.service.event_configurations import ConfigurationsChanged, enabled
 from fleetjobs.service.events import ExecutionEvent, JobEvent
 from fleetjobs.store.database import Database
 from fleetjobs.store.schema import Job
@@ -34,6 +35,7 @@ JOB_STATUS = {
     "deletion_in_progress": "DELETION_IN_PROGRESS",
 }
 WITH_DETAILS = ("completed", "canceled")
+SWITCHES_TTL = 1.0
 
 
 class JobEventsPublisher:
@@ -50,15 +52,29 @@ class JobEventsPublisher:
         self.clock = clock
         self.publish = publish
         self.spawn = spawn
+        self._switches_read: tuple[float, tuple[bool, bool]] | None = None
 
     def __call__(self, events: list[Any]) -> None:
-        self.spawn(self._publish_all(events))
+        if any(isinstance(e, ConfigurationsChanged) for e in events):
+            self._switches_read = None
+        ours = [e for e in events if isinstance(e, JobEvent | ExecutionEvent)]
+        if ours:
+            self.spawn(self._publish_all(ours))
 
-    async def _publish_all(self, events: list[Any]) -> None:
-        try:
+    async def _switches(self) -> tuple[bool, bool]:
+        """UpdateEventConfigurations' switches, read at most once a second: every device outcome
+        would otherwise cost a query.  Another instance's change is seen within that second."""
+        now = time.monotonic()
+        if self._switches_read is None or now - self._switches_read[0] > SWITCHES_TTL:
             async with self.db.read() as conn:
                 jobs_on = await enabled(conn, "JOB")
                 executions_on = await enabled(conn, "JOB_EXECUTION")
+            self._switches_read = (now, (jobs_on, executions_on))
+        return self._switches_read[1]
+
+    async def _publish_all(self, events: list[Any]) -> None:
+        try:
+            jobs_on, executions_on = await self._switches()
             for event in events:
                 if isinstance(event, JobEvent) and jobs_on:
                     payload = await self._job_payload(event)

@@ -10,10 +10,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fleetjobs.api.service_model import service_model
 from fleetjobs.service.context import ServiceContext
+from fleetjobs.store.database import record_event
 from fleetjobs.store.schema import EventConfiguration
 
 C = EventConfiguration.__table__
 EVENT_TYPES: tuple[str, ...] = tuple(service_model("iot").shape_for("EventType").enum)
+
+
+class ConfigurationsChanged:
+    """Domain event: this instance changed the switches (its publishers re-read them at once)."""
+
+
+CONFIGURATIONS_CHANGED = ConfigurationsChanged()
 
 
 async def enabled(conn: AsyncConnection, event_type: str) -> bool:
@@ -39,6 +47,7 @@ class EventConfigurations:
         now = self.ctx.clock.now()
         configs = req.get("eventConfigurations") or {}
         async with self.ctx.db.write() as conn:
+            record_event(conn, CONFIGURATIONS_CHANGED)
             for event_type, config in configs.items():
                 value = bool(config.get("Enabled", False))
                 result = await conn.execute(
