@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from fleetjobs import __version__
 from fleetjobs.config import LOG_LEVELS, Settings, default_data_dir
@@ -102,9 +103,17 @@ def _parser() -> argparse.ArgumentParser:
         "--manual-clock",
         "tests and demos: start time at this epoch; it moves only through POST /_fleetjobs/clock",
     )
+    option(
+        "--public-url",
+        "URL devices reach this server at, for artifact download URLs (default http://HOST:PORT)",
+    )
+    option("--artifact-store", "where job artifacts live: local (DATA_DIR/artifacts, the default) or s3")
+    option("--s3-endpoint-url", "S3-compatible endpoint for --artifact-store s3 (MinIO, Ceph...; default AWS)")
+    option("--s3-region", "region of the S3 store (default --region)")
     option("--config", "TOML configuration file")
     s.set_defaults(subparser=s)
     _add_security_commands(sub)
+    _add_artifact_commands(sub)
     return p
 
 
@@ -191,6 +200,131 @@ def _add_security_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     b.set_defaults(subparser=b)
 
 
+def _add_artifact_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``artifacts`` (files for jobs), ``keys`` and ``sign`` (code signing)."""
+    from fleetjobs.artifacts import DEFAULT_BUCKET
+
+    def store_options(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--bucket", default=DEFAULT_BUCKET, help=f"bucket (default {DEFAULT_BUCKET})")
+        q.add_argument("--data-dir", help="fleetjobs data dir (default: $FLEETJOBS_DATA_DIR, else ~/.local/share/...)")
+        q.add_argument(
+            "--config",
+            help="TOML configuration file: artifact_store, s3_endpoint_url... as for 'serve' (or FLEETJOBS_* env)",
+        )
+
+    a = sub.add_parser(
+        "artifacts",
+        help="files for jobs (firmware...): put, list, remove",
+        description=(
+            "Manage the files jobs hand to devices. With artifact_store = local (default) they live in "
+            "DATA_DIR/artifacts and fleetjobs serves them through signed, expiring URLs; with artifact_store = s3 "
+            "they go to the S3 bucket (which must exist). A job document names a file with "
+            "${aws:iot:s3-presigned-url:https://s3.amazonaws.com/BUCKET/KEY}."
+        ),
+    )
+    asub = a.add_subparsers(dest="artifacts_command", metavar="ACTION", required=True)
+    q = asub.add_parser("put", help="upload FILE as KEY (a new version); prints its versionId, sha256, placeholder")
+    q.add_argument("file", metavar="FILE")
+    q.add_argument("key", metavar="KEY")
+    store_options(q)
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q = asub.add_parser("ls", help="list objects and their versions")
+    store_options(q)
+    q = asub.add_parser("rm", help="remove KEY (every version; S3 with versioning: a delete marker) or one version")
+    q.add_argument("key", metavar="KEY")
+    store_options(q)
+    q.add_argument("--version-id", help="remove only this version")
+    a.set_defaults(subparser=a)
+
+    k = sub.add_parser("keys", help="code-signing keys")
+    ksub = k.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    q = ksub.add_parser(
+        "init", help="write an ECDSA P-256 signing key (signing.key, 0600) and a self-signed certificate (signing.pem)"
+    )
+    q.add_argument("--out", type=Path, default=Path("."), help="output directory (default: current directory)")
+    q.add_argument("--cn", default="fleetjobs code signing", help="certificate subject CN")
+    q.add_argument("--days", type=int, default=3650, help="validity in days (default 3650)")
+    q.add_argument("--force", action="store_true", help="replace existing files")
+    k.set_defaults(subparser=k)
+
+    g = sub.add_parser(
+        "sign",
+        help="sign a file: prints the JSON for a job document's codesign property",
+        description='Prints {"signature", "hashAlgorithm": "SHA256", "signatureAlgorithm": "ECDSA", "certificate", '
+        '"sha256"}: a base64 DER ECDSA-SHA256 signature of the file.',
+    )
+    g.add_argument("file", metavar="FILE")
+    g.add_argument("--key", required=True, help="signing key (PEM), e.g. signing.key from 'fleetjobs keys init'")
+    g.add_argument("--cert", help="its certificate (PEM), included in the output")
+    g.set_defaults(subparser=g)
+
+
+def _progress_bar(total: int) -> tuple[object, object]:
+    """``(update(done, total), close())`` drawing a progress line on stderr when it is a terminal."""
+    if not sys.stderr.isatty() or total < 8 * 1024 * 1024:
+        return (lambda done, total: None), (lambda: None)
+    try:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+        bar = Progress(BarColumn(), DownloadColumn(), TransferSpeedColumn(), transient=True)
+        task = bar.add_task("upload", total=total)
+        bar.start()
+        return (lambda done, total: bar.update(task, completed=done)), bar.stop
+    except ImportError:
+
+        def update(done: int, total: int) -> None:
+            sys.stderr.write(f"\r{done * 100 // max(total, 1):3d}% {done >> 20}/{total >> 20} MiB")
+            sys.stderr.flush()
+
+        return update, (lambda: sys.stderr.write("\n"))
+
+
+def _artifacts(args: argparse.Namespace) -> None:
+    from fleetjobs.artifacts import open_store
+
+    settings = Settings.load({"data_dir": args.data_dir, "config": args.config})
+    store: Any = open_store(settings)
+    if args.artifacts_command == "put":
+        size = os.path.getsize(args.file) if os.path.isfile(args.file) else 0
+        update, close = _progress_bar(0 if args.no_progress else size)
+        try:
+            obj = store.put(args.bucket, args.key, args.file, progress=update)
+        finally:
+            close()  # type: ignore[operator]
+        print(f"bucket: {obj.bucket}")
+        print(f"key: {obj.key}")
+        print(f"versionId: {obj.version_id}")
+        print(f"size: {obj.size}")
+        print(f"sha256: {obj.sha256}")
+        print(f"placeholder: ${{aws:iot:s3-presigned-url:https://s3.amazonaws.com/{obj.bucket}/{obj.key}}}")
+    elif args.artifacts_command == "ls":
+        for o in store.list(args.bucket):
+            print(
+                "\t".join(
+                    [o.bucket, o.key, o.version_id or "-", str(o.size), o.sha256 or (o.etag or "-").strip('"')]
+                    + (["latest"] if o.latest else [])
+                )
+            )
+    else:
+        for o in store.delete(args.bucket, args.key, args.version_id):
+            print(f"removed {o.bucket}/{o.key}" + (f" version {o.version_id}" if o.version_id else ""))
+
+
+def _signing(args: argparse.Namespace) -> None:
+    import json
+
+    from fleetjobs.security import signing
+
+    if args.command == "keys":
+        key, cert = signing.init_keys(args.out, common_name=args.cn, days=args.days, force=args.force)
+        print(f"signing key: {key} (keep it secret)")
+        print(f"certificate: {cert} (give it to devices to verify with)")
+    else:
+        print(
+            json.dumps(signing.sign(Path(args.file), Path(args.key), Path(args.cert) if args.cert else None), indent=2)
+        )
+
+
 def _data_dir(args: argparse.Namespace) -> Path:
     if args.data_dir:
         return Path(args.data_dir).expanduser()
@@ -252,6 +386,17 @@ def main(argv: list[str] | None = None) -> None:
             serve(settings)
         except CertificateError as e:  # --mqtt-tls without a CA, or a CA that cannot be read
             args.subparser.exit(1, f"fleetjobs serve: error: {e}\n")
+    elif args.command in ("artifacts", "keys", "sign"):
+        from fleetjobs.artifacts import ArtifactError
+        from fleetjobs.security.signing import SigningError
+
+        try:
+            if args.command == "artifacts":
+                _artifacts(args)
+            else:
+                _signing(args)
+        except (ArtifactError, SigningError, ValueError, OSError) as e:
+            args.subparser.exit(1, f"fleetjobs {args.command}: error: {e}\n")
     elif args.command in ("certs", "broker-config"):
         from fleetjobs.security.broker_config import BrokerConfigError
         from fleetjobs.security.certs import CertificateError

@@ -55,6 +55,18 @@ class Settings:
     device_requests_per_second: float = 20.0
     # Tests and demos: time starts at this epoch and moves only through POST /_fleetjobs/clock.
     manual_clock: float | None = None
+    # Job artifacts (firmware files...): "local" keeps them in DATA_DIR/artifacts and serves them at
+    # {public_url}/_fleetjobs/artifacts/... through URLs signed with artifact_secret (default: a secret
+    # made in DATA_DIR/artifact-secret; instances serving the same files need the same one); "s3" uses
+    # an S3-compatible service (s3_endpoint_url for MinIO/Ceph; credentials from the s3_* settings or
+    # boto3's usual chain).
+    artifact_store: str = "local"
+    artifact_secret: str | None = None
+    public_url: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
 
     @classmethod
     def load(cls, flags: dict[str, Any], env: dict[str, str] | None = None) -> Settings:
@@ -113,6 +125,13 @@ class Settings:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {s.log_level!r}")
         if bool(s.access_key_id) != bool(s.secret_access_key):
             raise ValueError("set both access_key_id and secret_access_key, or neither (to use generated keys)")
+        s.artifact_store = str(s.artifact_store).lower()
+        if s.artifact_store not in ("local", "s3"):
+            raise ValueError(f"artifact_store must be local or s3, not {s.artifact_store!r}")
+        if bool(s.s3_access_key_id) != bool(s.s3_secret_access_key):
+            raise ValueError("set both s3_access_key_id and s3_secret_access_key, or neither (boto3's usual chain)")
+        if s.public_url and not str(s.public_url).startswith(("http://", "https://")):
+            raise ValueError(f"public_url must be an http:// or https:// URL, not {s.public_url!r}")
         return s
 
 

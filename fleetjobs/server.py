@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 
 from fleetjobs.api.app import AwsApi, bind_handlers, json_response, read_body
+from fleetjobs.artifacts import ArtifactStore, open_store
 from fleetjobs.clock import Clock, ManualClock, SystemClock
 from fleetjobs.config import AccessKey, Settings, resolve_access_key
 from fleetjobs.domain.arns import Partition
@@ -23,10 +24,13 @@ from fleetjobs.service.context import ServiceContext
 from fleetjobs.service.device_jobs import DeviceJobs
 from fleetjobs.service.event_configurations import EventConfigurations
 from fleetjobs.service.executions import Executions
+from fleetjobs.service.fleet_index import FleetIndex
 from fleetjobs.service.groups import ThingGroups
 from fleetjobs.service.jobs import Jobs
+from fleetjobs.service.packages import Packages
 from fleetjobs.service.pending_notices import NoticeDrain
 from fleetjobs.service.rollout import RolloutEngine
+from fleetjobs.service.shadows import Shadows
 from fleetjobs.service.templates import JobTemplates
 from fleetjobs.service.things import Things
 from fleetjobs.service.throttle import ThingThrottle
@@ -45,25 +49,42 @@ class Services:
     device_jobs: DeviceJobs
     event_configurations: EventConfigurations
     rollout: RolloutEngine
+    packages: Packages
+    shadows: Shadows
+    fleet_index: FleetIndex
 
     @classmethod
-    def create(cls, ctx: ServiceContext, throttle: ThingThrottle | None = None) -> Services:
+    def create(
+        cls, ctx: ServiceContext, throttle: ThingThrottle | None = None, store: ArtifactStore | None = None
+    ) -> Services:
         templates = JobTemplates(ctx)
         executions = Executions(ctx)
         rollout = RolloutEngine(ctx)
         return cls(
             Things(ctx),
             ThingGroups(ctx),
-            Jobs(ctx, templates, rollout),
+            Jobs(ctx, templates, rollout, store),
             executions,
             templates,
-            DeviceJobs(ctx, executions, throttle),
+            DeviceJobs(ctx, executions, throttle, store),
             EventConfigurations(ctx),
             rollout,
+            Packages(ctx),
+            Shadows(ctx),
+            FleetIndex(ctx),
         )
 
     def control_plane(self) -> list[object]:
-        return [self.things, self.groups, self.jobs, self.executions, self.templates, self.event_configurations]
+        return [
+            self.things,
+            self.groups,
+            self.jobs,
+            self.executions,
+            self.templates,
+            self.event_configurations,
+            self.packages,
+            self.fleet_index,
+        ]
 
 
 class Background:
@@ -229,7 +250,7 @@ def build(settings: Settings, key: AccessKey, clock: Clock | None = None) -> tup
     db = Database(database_url(settings))
     ctx = ServiceContext(db=db, clock=clock, partition=Partition(settings.region, settings.account_id))
     rate = settings.device_requests_per_second
-    services = Services.create(ctx, ThingThrottle(rate, 2 * rate))
+    services = Services.create(ctx, ThingThrottle(rate, 2 * rate), open_store(settings))
     db.on_events = ctx.events.dispatch  # committed domain events reach their listeners
     credentials = {key.access_key_id: key.secret_access_key}
 
@@ -241,6 +262,7 @@ def build(settings: Settings, key: AccessKey, clock: Clock | None = None) -> tup
         handlers={
             "iot": bind_handlers("iot", services.control_plane()),
             "iot-jobs-data": bind_handlers("iot-jobs-data", [services.device_jobs]),
+            "iot-data": bind_handlers("iot-data", [services.shadows]),
         },
         credentials=lambda: credentials,
         # Signatures are checked against wall time: clients sign with theirs, whatever the domain clock says.
@@ -248,11 +270,23 @@ def build(settings: Settings, key: AccessKey, clock: Clock | None = None) -> tup
         extra_routes={
             "/_fleetjobs/health": health,
             **({"/_fleetjobs/clock": clock_route(manual, services.rollout)} if manual is not None else {}),
+            **artifact_routes(settings),
         },
         on_startup=background.start,
         on_shutdown=background.stop,
     )
     return app, db, services
+
+
+def artifact_routes(settings: Settings) -> dict[str, Any]:
+    """The local artifact store's download route (signed URLs); an S3 store's URLs point at S3."""
+    if settings.artifact_store != "local":
+        return {}
+    from fleetjobs.artifacts import ROUTE_PREFIX
+    from fleetjobs.artifacts.local import LocalStore
+    from fleetjobs.artifacts.route import artifact_route
+
+    return {ROUTE_PREFIX: artifact_route(LocalStore.from_settings(settings))}
 
 
 def clock_route(clock: ManualClock, rollout: RolloutEngine) -> Any:

@@ -95,6 +95,9 @@ def test_job_and_execution_events(mqtt_server, listener) -> None:  # type: ignor
     other = fleet.job([thing_arn(things[0])])
     iot.cancel_job(jobId=other, comment="operator")
     assert listener.wait(f"$aws/events/job/{other}/cancellation_in_progress")["operation"] == "cancellation_in_progress"
+    # A bulk change still reports each execution's own event.
+    execution = listener.wait(f"$aws/events/jobExecution/{other}/canceled")
+    assert execution["status"] == "CANCELED" and execution["thingArn"] == thing_arn(things[0])
     canceled = listener.wait(f"$aws/events/job/{other}/canceled")
     assert canceled["status"] == "CANCELED" and canceled["jobProcessDetails"]["numberOfCanceledThings"] == 1
 
@@ -110,3 +113,14 @@ def test_disabled_events_are_not_published(mqtt_server, listener) -> None:  # ty
     # One transaction recorded both events, published in order: the execution event (switched off)
     # would have come first, so its absence before the job's completion proves it was not published.
     listener.wait(f"$aws/events/job/{job_id}/completed")
+
+
+def test_deleting_a_thing_reports_its_executions_removed(mqtt_server, listener) -> None:  # type: ignore[no-untyped-def]
+    iot = mqtt_server.client("iot")
+    iot.update_event_configurations(eventConfigurations={"JOB_EXECUTION": {"Enabled": True}})
+    fleet = Fleet(iot)
+    gone, stays = fleet.things(2)
+    job_id = fleet.job([thing_arn(gone), thing_arn(stays)])
+    iot.delete_thing(thingName=gone)
+    ev = listener.wait(f"$aws/events/jobExecution/{job_id}/removed")
+    assert ev["status"] == "REMOVED" and ev["thingArn"] == thing_arn(gone)

@@ -9,6 +9,7 @@ The ``test_service_*`` tests cover the same template code in process, without th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -538,7 +539,8 @@ def test_service_template_for_job(backends: Backend, tmp_path: Path) -> None:
             bare = await templates.template_for_job(conn, template_arn("bare"))
             errors: list[tuple[str, type[Exception]]] = [
                 (template_arn("missing"), ResourceNotFound),
-                (f"arn:aws:iot:{REGION}::jobtemplate/AWS-Reboot:1.0", ResourceNotFound),
+                (f"arn:aws:iot:{REGION}::jobtemplate/AWS-Nonexistent:1.0", ResourceNotFound),
+                (f"arn:aws:iot:{REGION}::jobtemplate/AWS-Reboot:9.9", ResourceNotFound),
                 (f"arn:aws:iot:{REGION}:210987654321:jobtemplate/full", InvalidRequest),
                 (f"arn:aws:iot:eu-west-1:{ACCOUNT}:jobtemplate/full", InvalidRequest),
                 (job_arn("full"), InvalidRequest),
@@ -626,6 +628,12 @@ class TestCreateJobFromTemplate:
     """CreateJob inheriting from a custom template (JOBS_API.md §3.1 rule 6)."""
 
     def test_job_inherits_document_description_and_configuration(self, iot) -> None:  # type: ignore[no-untyped-def]
+        # CreateJob checks that destinationPackageVersions exist.
+        with contextlib.suppress(iot.exceptions.ConflictException):
+            iot.create_package(packageName="fw")
+        for version in ("1.0", "1.1"):
+            with contextlib.suppress(iot.exceptions.ConflictException):
+                iot.create_package_version(packageName="fw", versionName=version)
         template_id = create_template(iot, description="template description", **json.loads(json.dumps(FULL_CONFIG)))
         thing = Fleet(iot).things(1)[0]
         job_id = unique("job")
@@ -673,13 +681,13 @@ class TestCreateJobFromTemplate:
                 jobId=unique("job"), targets=[thing_arn(thing)], jobTemplateArn=template_arn(unique("missing"))
             )
 
-    def test_managed_template_is_not_found_yet(self, iot) -> None:  # type: ignore[no-untyped-def]
+    def test_an_unknown_managed_template_is_not_found(self, iot) -> None:  # type: ignore[no-untyped-def]
         thing = Fleet(iot).things(1)[0]
         with pytest.raises(iot.exceptions.ResourceNotFoundException):
             iot.create_job(
                 jobId=unique("job"),
                 targets=[thing_arn(thing)],
-                jobTemplateArn=f"arn:aws:iot:{REGION}::jobtemplate/AWS-Reboot:1.0",
+                jobTemplateArn=f"arn:aws:iot:{REGION}::jobtemplate/AWS-Teleport:1.0",
             )
 
     @pytest.mark.parametrize(

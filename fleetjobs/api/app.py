@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from fleetjobs.api import sigv4
-from fleetjobs.api.service_model import SERVICES, error_status, router
+from fleetjobs.api.service_model import SERVICES, SIGNING_NAMES, error_status, router
 from fleetjobs.api.validation import validate_input
 from fleetjobs.api.wire import error_body, parse_request, serialize_response
 from fleetjobs.clock import Clock
@@ -116,7 +116,7 @@ class AwsApi:
                     "InvalidSignatureException",
                     f"Credential should be scoped to correct service: one of {', '.join(SERVICES)}",
                 )
-            service = signed.service
+            service = SIGNING_NAMES[signed.service]
             query = parse_qsl(raw_query, keep_blank_values=True)
             matched = router(service).match(method, raw_path.split("?", 1)[0], {k for k, _ in query})
             if matched is None:
@@ -135,8 +135,9 @@ class AwsApi:
         except AuthError as e:
             return e.status, _error_headers(e.code), error_body(e.code, e.message)
         except ServiceError as e:
-            status = error_status(service, e.code, 500 if e.code == "InternalFailureException" else 400)
-            return status, _error_headers(e.code), error_body(e.code, e.message, e.extra)
+            code = _validation_code(op, e.code)
+            status = error_status(service, code, 500 if code == "InternalFailureException" else 400)
+            return status, _error_headers(code), error_body(code, e.message, e.extra)
         except Exception:
             log.exception("unhandled error")
             code = _internal_error_code(op)
@@ -169,6 +170,14 @@ def _internal_error_code(op: Any) -> str:
         if code in declared:
             return code
     return "InternalFailureException"
+
+
+def _validation_code(op: Any, code: str) -> str:
+    """Newer operations (the package catalog) report bad input as ValidationException, not InvalidRequestException."""
+    if code != "InvalidRequestException" or op is None:
+        return code
+    declared = {shape.name for shape in op.error_shapes}
+    return "ValidationException" if "ValidationException" in declared and code not in declared else code
 
 
 def _error_headers(code: str) -> dict[str, str]:

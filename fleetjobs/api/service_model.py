@@ -15,8 +15,9 @@ from urllib.parse import unquote
 import botocore.session
 from botocore.model import OperationModel, ServiceModel
 
-# The AWS services fleetjobs answers, by SigV4 signing name.
-SERVICES = ("iot", "iot-jobs-data")
+# The AWS services fleetjobs answers: SigV4 signing name -> botocore model name (iot-data signs as "iotdata").
+SIGNING_NAMES = {"iot": "iot", "iot-jobs-data": "iot-jobs-data", "iotdata": "iot-data"}
+SERVICES = tuple(SIGNING_NAMES)
 
 
 @functools.cache

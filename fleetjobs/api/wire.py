@@ -112,6 +112,11 @@ def serialize_response(op: OperationModel, result: dict[str, Any] | None) -> tup
     shape = op.output_shape
     if not result or shape is None:
         return status, headers, b"{}"
+    payload_name = shape.serialization.get("payload")
+    if payload_name and shape.members[payload_name].type_name == "blob":
+        # iot-data's shadow documents: the HTTP body is the raw blob (JSON bytes the service made).
+        raw = result.get(payload_name) or b""
+        return status, headers, raw.encode() if isinstance(raw, str) else bytes(raw)
     body: dict[str, Any] = {}
     members = shape.members
     for name, value in result.items():

@@ -102,7 +102,7 @@ async def things_left(conn: AsyncConnection, thing: Any, group_ids: list[int], t
             continue
         await conn.execute(delete(Q).where(Q.c.job_id == job.job_id, Q.c.thing_name == thing.thing_name))
         moved = await move_executions(
-            conn, and_(E.c.job_id == job.job_id, E.c.thing_name == thing.thing_name), REMOVED, now
+            conn, and_(E.c.job_id == job.job_id, E.c.thing_name == thing.thing_name), REMOVED, now, event="removed"
         )
         removed = removed or bool(moved)
     if removed:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fleetjobs.artifacts import ArtifactStore
 from fleetjobs.domain import pending
 from fleetjobs.domain.errors import (
     InvalidRequest,
@@ -26,7 +27,8 @@ from fleetjobs.service.context import ServiceContext
 from fleetjobs.service.events import ExecutionEvent, PendingChanged
 from fleetjobs.service.execution_moves import adjust_counters, complete_finished_jobs
 from fleetjobs.service.executions import Executions
-from fleetjobs.service.outcomes import after_outcomes
+from fleetjobs.service.job_documents import delivery_document
+from fleetjobs.service.outcomes import after_outcomes, after_success
 from fleetjobs.service.pagination import compact
 from fleetjobs.service.throttle import ThingThrottle
 from fleetjobs.store.database import record_event
@@ -63,10 +65,17 @@ def check_step_timeout(minutes: int | None, *, allow_cancel: bool) -> None:
 
 
 class DeviceJobs:
-    def __init__(self, ctx: ServiceContext, executions: Executions, throttle: ThingThrottle | None = None) -> None:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        executions: Executions,
+        throttle: ThingThrottle | None = None,
+        store: ArtifactStore | None = None,
+    ) -> None:
         self.ctx = ctx
         self.executions = executions
         self.throttle = throttle or ThingThrottle(0, 1)
+        self.store = store
 
     async def get_pending_job_executions(self, req: dict[str, Any]) -> dict[str, Any]:
         self.throttle.check(req["thingName"])
@@ -102,7 +111,7 @@ class DeviceJobs:
                         job=job,
                         pending_rows=rows,
                     )
-                result = {"execution": self._execution(row, job.document)}
+                result = {"execution": self._execution(row, self._deliver(job))}
             await self._remember(conn, request_key, result, now)
         return result
 
@@ -122,7 +131,7 @@ class DeviceJobs:
                     raise TerminalState(
                         f"Job {row.job_id} is {job.status} and its execution on {row.thing_name} is {row.status}."
                     )
-        document = job.document if req.get("includeJobDocument", True) else None
+        document = self._deliver(job) if req.get("includeJobDocument", True) else None
         return {"execution": self._execution(row, document)}
 
     async def update_job_execution(self, req: dict[str, Any], *, request_key: str | None = None) -> dict[str, Any]:
@@ -165,7 +174,7 @@ class DeviceJobs:
             if req.get("includeJobExecutionState"):
                 result["executionState"] = self._state(row)
             if req.get("includeJobDocument") and job.document is not None:
-                result["jobDocument"] = job.document
+                result["jobDocument"] = self._deliver(job)
             await self._remember(conn, request_key, result, now)
         return result
 
@@ -191,9 +200,8 @@ class DeviceJobs:
         job_ids = sorted({h.job_id for h in heads.values() if h is not None})
         documents: dict[str, str | None] = {}
         if job_ids:
-            documents = dict(
-                (await conn.execute(select(J.c.job_id, J.c.document).where(J.c.job_id.in_(job_ids)))).all()
-            )
+            found = await conn.execute(select(J.c.job_id, J.c.document, J.c.config).where(J.c.job_id.in_(job_ids)))
+            documents = {r.job_id: self._deliver(r) for r in found}
         return {
             t: PendingChanged(
                 t,
@@ -289,6 +297,8 @@ class DeviceJobs:
                     conn, ExecutionEvent(row.job_id, row.thing_name, status.lower(), status, new.status_details)
                 )
                 await after_outcomes(conn, row.job_id, job.config, [new], now)
+                if status == "SUCCEEDED":
+                    await after_success(conn, job.config, row.thing_name, now)
                 await complete_finished_jobs(conn, [row.job_id], now)
             await self._announce(conn, pending_rows, new, job)
         return new
@@ -303,7 +313,7 @@ class DeviceJobs:
         head = pending.head(after)
         execution = None
         if notify_next and head is not None:
-            document = job.document if head.job_id == new.job_id else (await self._job(conn, head.job_id)).document
+            document = self._deliver(job if head.job_id == new.job_id else await self._job(conn, head.job_id))
             execution = self._execution(head, document)
         record_event(conn, PendingChanged(new.thing_name, self.listing(after), execution, notify, notify_next))
 
@@ -316,6 +326,10 @@ class DeviceJobs:
         if for_update and conn.dialect.name == "postgresql":
             q = q.with_for_update()
         return list((await conn.execute(q)).all())
+
+    def _deliver(self, job: Any) -> str | None:
+        """The document as a device gets it: presigned URLs signed now, for this delivery."""
+        return delivery_document(job.document, job.config, self.store)
 
     async def _job(self, conn: AsyncConnection, job_id: str) -> Any:
         return (await conn.execute(select(J.c.document, J.c.config, J.c.status).where(J.c.job_id == job_id))).one()

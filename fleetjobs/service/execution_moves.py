@@ -14,7 +14,8 @@ from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fleetjobs.domain.execution_state import COUNTER_COLUMN, PENDING, TERMINAL
-from fleetjobs.service.events import JobEvent
+from fleetjobs.service.event_configurations import enabled
+from fleetjobs.service.events import ExecutionEvent, JobEvent
 from fleetjobs.store.database import record_event
 from fleetjobs.store.schema import Job, JobExecution
 
@@ -43,12 +44,16 @@ async def move_executions(
     from_statuses: frozenset[str] | set[str] = PENDING,
     extra: dict[str, Any] | None = None,
     complete: bool = True,
+    event: str | None = None,
 ) -> dict[str, int]:
     """Move every execution matching ``where`` whose status is in ``from_statuses`` to ``to_status``.
 
     Returns the number moved per job.  On PostgreSQL the UPDATE ... RETURNING inside a CTE
     counts exactly the rows this transaction changed, even with concurrent writers; SQLite has
     a single writer (``BEGIN IMMEDIATE``), so counting first is equally exact there.
+
+    With ``event`` (e.g. "canceled"), each moved execution also gets its
+    ``$aws/events/jobExecution/<jobId>/<event>`` -- collected only while those events are on.
     """
     values: dict[str, Any] = {
         "status": to_status,
@@ -62,8 +67,23 @@ async def move_executions(
         values.setdefault("timeout_at", None)
     moved: dict[str, dict[str, int]] = defaultdict(dict)
     dialect = conn.dialect.name
+    if event is not None and not await execution_events_on(conn):
+        event = None
     for from_status in sorted(set(from_statuses) - {to_status}):
         cond = and_(where, E.c.status == from_status)
+        if event is not None:
+            # Each execution's own event: read the rows first (the single writer, or our row locks, keep them).
+            q = select(E.c.job_id, E.c.thing_name, E.c.status_details).where(cond)
+            if dialect == "postgresql":
+                q = q.with_for_update()
+            rows = (await conn.execute(q)).all()
+            if rows:
+                await conn.execute(update(E).where(cond).values(**values))
+            for r in rows:
+                details = (extra or {}).get("status_details", r.status_details)
+                record_event(conn, ExecutionEvent(r.job_id, r.thing_name, event, to_status, details))
+                moved[r.job_id][from_status] = moved[r.job_id].get(from_status, 0) + 1
+            continue
         if dialect == "postgresql":
             stmt = update(E).where(cond).values(**values).returning(E.c.job_id).cte("moved")
             rows = await conn.execute(select(stmt.c.job_id, func.count()).group_by(stmt.c.job_id))
@@ -109,4 +129,8 @@ async def complete_finished_jobs(conn: AsyncConnection, job_ids: list[str], now:
 
 async def remove_thing_executions(conn: AsyncConnection, thing_name: str, now: float) -> dict[str, int]:
     """A deleted thing is no longer a target: its pending executions become REMOVED."""
-    return await move_executions(conn, E.c.thing_name == thing_name, "REMOVED", now)
+    return await move_executions(conn, E.c.thing_name == thing_name, "REMOVED", now, event="removed")
+
+
+async def execution_events_on(conn: AsyncConnection) -> bool:
+    return await enabled(conn, "JOB_EXECUTION")

@@ -29,6 +29,7 @@ from fleetjobs.domain.arns import parse_arn
 from fleetjobs.domain.errors import InvalidRequest, ResourceAlreadyExists, ResourceNotFound, VersionConflict
 from fleetjobs.service import continuous
 from fleetjobs.service.context import ServiceContext
+from fleetjobs.service.fleet_index import thing_changed
 from fleetjobs.service.pagination import compact, decode_token, page, page_size
 from fleetjobs.service.registry_queries import (
     ancestor_chain,
@@ -249,6 +250,8 @@ class ThingGroups:
                 for thing in members:
                     await continuous.things_left(conn, thing, [row.id], self.ctx.partition.thing(thing.thing_name), now)
             await conn.execute(delete(G).where(G.c.id == row.id))
+            for thing in sorted(members, key=lambda t: t.thing_name):  # their thingGroupNames changed
+                await thing_changed(conn, thing.thing_name, self.ctx.clock.now(), partition=self.ctx.partition)
 
     # -- membership ----------------------------------------------------------------------------------
 
@@ -352,14 +355,19 @@ class ThingGroups:
         await continuous.things_joined(
             conn, thing, [g.id for g in new], self.ctx.partition.thing(thing.thing_name), now
         )
+        await thing_changed(conn, thing.thing_name, now, partition=self.ctx.partition)  # thingGroupNames changed
 
     async def _remove_memberships(self, conn: AsyncConnection, thing: Any, groups: list[Any]) -> None:
         """Removing a thing from a group it is not in is a no-op, as on AWS."""
+        for g in groups:
+            if g.query_string is not None:  # membership follows the group's query only
+                raise InvalidRequest(f"Things cannot be removed from dynamic thing group {g.group_name}.")
         if groups:
             ids = [g.id for g in groups]
             await conn.execute(delete(M).where(M.c.thing_id == thing.id, M.c.group_id.in_(ids)))
             now = self.ctx.clock.now()
             await continuous.things_left(conn, thing, ids, self.ctx.partition.thing(thing.thing_name), now)
+            await thing_changed(conn, thing.thing_name, now, partition=self.ctx.partition)  # thingGroupNames changed
 
     # -- lookups -----------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fleetjobs.artifacts import ArtifactStore
 from fleetjobs.domain import job_config
 from fleetjobs.domain.cron import upcoming_starts
 from fleetjobs.domain.errors import (
@@ -23,7 +24,7 @@ from fleetjobs.domain.errors import (
 )
 from fleetjobs.domain.execution_state import CANCELED, COUNTER_FIELD, IN_PROGRESS, PENDING, QUEUED
 from fleetjobs.domain.rollout import RolloutConfig
-from fleetjobs.service import events
+from fleetjobs.service import events, job_documents
 from fleetjobs.service.context import ServiceContext
 from fleetjobs.service.execution_moves import complete_finished_jobs, move_executions
 from fleetjobs.service.pagination import compact, decode_token, page, page_size
@@ -67,10 +68,13 @@ DELETE_CHUNK = 5000
 
 
 class Jobs:
-    def __init__(self, ctx: ServiceContext, templates: JobTemplates, rollout: RolloutEngine) -> None:
+    def __init__(
+        self, ctx: ServiceContext, templates: JobTemplates, rollout: RolloutEngine, store: ArtifactStore | None = None
+    ) -> None:
         self.ctx = ctx
         self.templates = templates
         self.rollout = rollout
+        self.store = store
         self._purge_wakeup = asyncio.Event()
 
     # -- create ------------------------------------------------------------------------------
@@ -81,8 +85,10 @@ class Jobs:
         async with self.ctx.db.write() as conn:
             merged = dict(req)
             template_arn = req.get("jobTemplateArn")
+            managed = None
             if template_arn:
                 inherited = await self.templates.template_for_job(conn, template_arn)
+                managed = inherited.pop("managedTemplate", None)
                 overrides_document = "document" in req or "documentSource" in req
                 for member in TEMPLATE_MEMBERS:
                     if member in ("document", "documentSource") and overrides_document:
@@ -90,6 +96,7 @@ class Jobs:
                     if member not in req and inherited.get(member) is not None:
                         merged[member] = inherited[member]
             job_config.validate_job_request(merged, now)
+            document, as_given = await job_documents.creation_document(conn, merged, managed, self.store)
             if await self._job_exists(conn, job_id):
                 raise ResourceAlreadyExists(
                     f"Job with id {job_id} already exists.", resourceId=job_id, resourceArn=self._arn(job_id)
@@ -105,7 +112,8 @@ class Jobs:
                         status="SCHEDULED" if scheduled else IN_PROGRESS,
                         target_selection=merged.get("targetSelection") or "SNAPSHOT",
                         targets=merged["targets"],
-                        document=merged.get("document"),
+                        document=document,
+                        document_template=as_given,
                         document_source=merged.get("documentSource"),
                         description=merged.get("description"),
                         namespace_id=merged.get("namespaceId"),
@@ -175,6 +183,8 @@ class Jobs:
     async def get_job_document(self, req: dict[str, Any]) -> dict[str, Any]:
         async with self.ctx.db.read() as conn:
             row = await self._get(conn, req["jobId"])
+        if req.get("beforeSubstitution") and row.document_template is not None:
+            return {"document": row.document_template}
         return {"document": row.document}
 
     async def list_jobs(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -258,6 +268,7 @@ class Jobs:
                 now,
                 from_statuses=from_statuses,
                 extra={"force_canceled": True} if force else None,
+                event="canceled",
             )
             record_event(conn, events.JobEvent(job_id, "canceled"))
             await notice_job(conn, job_id, now, next_always=True)

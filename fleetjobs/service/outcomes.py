@@ -18,11 +18,12 @@ from fleetjobs.service.events import JobEvent
 from fleetjobs.service.execution_moves import adjust_counters, move_executions
 from fleetjobs.service.pending_notices import notice_job, notice_things
 from fleetjobs.store.database import record_event
-from fleetjobs.store.schema import Job, JobExecution, RolloutQueue
+from fleetjobs.store.schema import Job, JobExecution, RolloutQueue, ServiceSetting
 
 E = JobExecution.__table__
 J = Job.__table__
 Q = RolloutQueue.__table__
+S = ServiceSetting.__table__
 
 ABORT_REASON = "ABORTED_BY_ABORT_CONFIG"
 
@@ -90,10 +91,35 @@ async def abort_job(conn: AsyncConnection, job_id: str, comment: str, now: float
     )
     await conn.execute(delete(Q).where(Q.c.job_id == job_id))
     record_event(conn, JobEvent(job_id, "cancellation_in_progress"))
-    await move_executions(conn, E.c.job_id == job_id, CANCELED, now, from_statuses={QUEUED})
+    await move_executions(conn, E.c.job_id == job_id, CANCELED, now, from_statuses={QUEUED}, event="canceled")
     record_event(conn, JobEvent(job_id, "canceled"))
     await notice_job(conn, job_id, now, next_always=True)
 
 
 async def count_queue(conn: AsyncConnection, job_id: str) -> int:
     return int(await conn.scalar(select(func.count()).select_from(Q).where(Q.c.job_id == job_id)) or 0)
+
+
+async def after_success(conn: AsyncConnection, config: dict[str, Any] | None, thing_name: str, now: float) -> None:
+    """With versionUpdateByJobsConfig enabled, a SUCCEEDED execution of a job with
+    destinationPackageVersions records them in the thing's reserved ``$package`` shadow
+    (``$null``: the package is removed from it)."""
+    arns = (config or {}).get("destinationPackageVersions")
+    if not arns:
+        return
+    setting = await conn.scalar(select(S.c.value).where(S.c.name == "package_configuration"))
+    switch = (setting or {}).get("versionUpdateByJobsConfig", setting or {})
+    if not switch.get("enabled"):
+        return
+    from fleetjobs.service import packages, shadows
+    from fleetjobs.service.job_documents import destination_refs
+
+    reported: dict[str, Any] = {}
+    for ref in destination_refs(arns):
+        if ref.version == "$null":
+            reported[ref.package] = None
+            continue
+        found = await packages.version_for_job(conn, ref.package, ref.version)
+        version = (found or {}).get("versionName") or ref.version
+        reported[ref.package] = {"version": version, "attributes": (found or {}).get("attributes") or {}}
+    await shadows.update_reported(conn, thing_name, "$package", reported, now)

@@ -105,6 +105,12 @@ class NoticeDrain:
 
     async def take(self) -> NoticeBatch | None:
         wall = time.time()
+        async with self.ctx.db.read() as conn:  # most polls find nothing: no write lock for them
+            any_due = await conn.scalar(
+                select(N.c.id).where(or_(N.c.lease_until.is_(None), N.c.lease_until < wall)).limit(1)
+            )
+        if any_due is None:
+            return None
         async with self.ctx.db.write() as conn:
             q = (
                 select(N)

@@ -107,24 +107,51 @@ class RolloutEngine:
         done = 0
         async with self._ticking:
             while True:
-                n = await self._due_jobs_pass() + await self._timeouts_pass()
+                jobs_due, timeouts_due = await self._due()
+                if not (jobs_due or timeouts_due):
+                    return done
+                n = (await self._due_jobs_pass() if jobs_due else 0) + (
+                    await self._timeouts_pass() if timeouts_due else 0
+                )
                 done += n
                 if n == 0:
                     return done
 
-    async def run(self, interval: float = 0.1) -> None:
+    async def run(self, longest: float = 0.5) -> None:
+        """Sleep until the earliest due time the database knows of, but at most ``longest`` (other
+        instances add work too), or until this instance queues some.  Looking costs a read, so an
+        idle instance costs next to nothing and takes no write lock."""
         while True:
+            delay = longest
             try:
                 await self.tick()
+                next_at = await self._next_due_at()
+                if next_at is not None:
+                    delay = min(longest, max(0.01, next_at - self.ctx.clock.now()))
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("rollout pass failed; will retry")
             self.wakeup.clear()
             try:
-                await asyncio.wait_for(self.wakeup.wait(), timeout=interval)
+                await asyncio.wait_for(self.wakeup.wait(), timeout=delay)
             except TimeoutError:
                 pass
+
+    async def _next_due_at(self) -> float | None:
+        async with self.ctx.db.read() as conn:
+            job = await conn.scalar(select(func.min(J.c.due_at)).where(J.c.status.in_((IN_PROGRESS, SCHEDULED))))
+            timeout = await conn.scalar(select(func.min(E.c.timeout_at)).where(E.c.status == IN_PROGRESS))
+        return _earliest(job, timeout)
+
+    async def _due(self) -> tuple[bool, bool]:
+        now = self.ctx.clock.now()
+        async with self.ctx.db.read() as conn:
+            job = await conn.scalar(
+                select(J.c.job_id).where(J.c.due_at <= now, J.c.status.in_((IN_PROGRESS, SCHEDULED))).limit(1)
+            )
+            timeout = await conn.scalar(select(E.c.id).where(E.c.timeout_at <= now, E.c.status == IN_PROGRESS).limit(1))
+        return job is not None, timeout is not None
 
     async def _due_jobs_pass(self) -> int:
         now = self.ctx.clock.now()
@@ -264,6 +291,7 @@ class RolloutEngine:
             now,
             from_statuses={QUEUED, IN_PROGRESS} if force else {QUEUED},
             extra={"force_canceled": True} if force else None,
+            event="canceled",
         )
         record_event(conn, JobEvent(job.job_id, "canceled"))
         await notice_job(conn, job.job_id, now, next_always=True)

@@ -14,7 +14,7 @@ from sqlalchemy import and_, delete, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fleetjobs.domain import job_config
+from fleetjobs.domain import job_config, managed_templates
 from fleetjobs.domain.arns import parse_arn
 from fleetjobs.domain.errors import Conflict, InvalidRequest, ResourceNotFound
 from fleetjobs.service.context import ServiceContext
@@ -130,6 +130,49 @@ class JobTemplates:
             if result.rowcount == 0:
                 raise self._not_found(template_id)
 
+    # -- AWS managed templates ---------------------------------------------------------------------
+
+    async def list_managed_job_templates(self, req: dict[str, Any]) -> dict[str, Any]:
+        names = sorted(managed_templates.TEMPLATES)
+        if req.get("templateName"):
+            names = [n for n in names if n == req["templateName"]]
+        size = page_size(req)
+        after = decode_token(req.get("nextToken"))
+        if after is not None:
+            names = [n for n in names if n > after]
+        rows, token = page(names[: size + 1], size, lambda n: n)
+        region = self.ctx.partition.region
+        summaries = [
+            {
+                "templateArn": managed_templates.TEMPLATES[n].arn(region),
+                "templateName": n,
+                "description": managed_templates.TEMPLATES[n].description,
+                "environments": ["LINUX"],
+                "templateVersion": managed_templates.VERSION,
+            }
+            for n in rows
+        ]
+        return {"managedJobTemplates": summaries, "nextToken": token}
+
+    async def describe_managed_job_template(self, req: dict[str, Any]) -> dict[str, Any]:
+        template = self._managed(req["templateName"], req.get("templateVersion"))
+        return {
+            "templateName": template.name,
+            "templateArn": template.arn(self.ctx.partition.region),
+            "description": template.description,
+            "templateVersion": managed_templates.VERSION,
+            "environments": ["LINUX"],
+            "documentParameters": template.parameters,
+            "document": template.document,
+        }
+
+    @staticmethod
+    def _managed(name: str, version: str | None) -> managed_templates.ManagedTemplate:
+        template = managed_templates.TEMPLATES.get(name)
+        if template is None or version not in (None, managed_templates.VERSION):
+            raise ResourceNotFound(f"The managed job template {name}{':' + version if version else ''} does not exist.")
+        return template
+
     # -- for the jobs service ----------------------------------------------------------------------
 
     async def template_for_job(self, conn: AsyncConnection, job_template_arn: str) -> dict[str, Any]:
@@ -142,8 +185,8 @@ class JobTemplates:
         if arn.resource_type != "jobtemplate":
             raise InvalidRequest(f"{job_template_arn} is not a job template ARN.")
         if arn.account == "":
-            # AWS managed templates (arn:aws:iot:<region>::jobtemplate/<name>:<version>) are not served yet.
-            raise ResourceNotFound(f"The managed job template {arn.resource_id} does not exist.")
+            template = self._managed(arn.resource_id.split(":", 1)[0], _version_of(arn.resource_id))
+            return {"document": template.document, "description": template.description, "managedTemplate": template}
         if arn.account != self.ctx.partition.account or arn.region != self.ctx.partition.region:
             raise InvalidRequest(f"{job_template_arn} is not a job template of this account and region.")
         row = (await conn.execute(select(T).where(T.c.job_template_id == arn.resource_id))).first()
@@ -203,3 +246,7 @@ class JobTemplates:
     @staticmethod
     def _not_found(template_id: str) -> ResourceNotFound:
         return ResourceNotFound(f"Job template {template_id} does not exist.")
+
+
+def _version_of(resource_id: str) -> str | None:
+    return resource_id.split(":", 1)[1] if ":" in resource_id else None

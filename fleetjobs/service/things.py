@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from fleetjobs.domain.errors import InvalidRequest, ResourceAlreadyExists, ResourceNotFound, VersionConflict
 from fleetjobs.service.context import ServiceContext
 from fleetjobs.service.execution_moves import remove_thing_executions
+from fleetjobs.service.fleet_index import thing_changed
 from fleetjobs.service.pagination import compact, decode_token, page, page_size
 from fleetjobs.service.pending_notices import notice_things
 from fleetjobs.service.registry_queries import (
@@ -37,6 +38,7 @@ from fleetjobs.service.registry_queries import (
     prefix_of,
     retry_once_on_integrity_error,
 )
+from fleetjobs.service.shadows import delete_thing_shadows
 from fleetjobs.store.schema import Thing, ThingGroupMember, ThingType
 
 T = Thing.__table__
@@ -124,6 +126,9 @@ class Things:
                         created_at=self.ctx.clock.now(),
                     )
                 )
+                await thing_changed(
+                    conn, name, self.ctx.clock.now(), created=True, partition=self.ctx.partition
+                )  # dynamic thing groups
                 return self._created(name, thing_id)
 
         return await retry_once_on_integrity_error(attempt)
@@ -217,6 +222,7 @@ class Things:
             )
             if result.rowcount != 1:  # only possible if the row lock were bypassed; never overwrite blindly
                 raise self._version_conflict(name)
+            await thing_changed(conn, name, self.ctx.clock.now(), partition=self.ctx.partition)  # dynamic groups
 
     async def delete_thing(self, req: dict[str, Any]) -> None:
         name = req["thingName"]
@@ -229,6 +235,7 @@ class Things:
             if expected is not None and expected != row.version:
                 raise self._version_conflict(name)
             await conn.execute(delete(M).where(M.c.thing_id == row.id))
+            await delete_thing_shadows(conn, name)
             result = await conn.execute(delete(T).where(T.c.id == row.id, T.c.version == row.version))
             if result.rowcount != 1:
                 raise self._version_conflict(name)

@@ -82,6 +82,8 @@ class Job(Base):
     target_selection: Mapped[str] = mapped_column(String(16))
     targets: Mapped[list[Any]] = mapped_column(JSON)
     document: Mapped[str | None] = mapped_column(Text)
+    # The document as given, before ${aws:iot:parameter|package:...} substitution (beforeSubstitution).
+    document_template: Mapped[str | None] = mapped_column(Text)
     document_source: Mapped[str | None] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(Text)
     namespace_id: Mapped[str | None] = mapped_column(String(64))
@@ -213,3 +215,54 @@ class PendingNotice(Base):
     next_always: Mapped[bool] = mapped_column(Boolean)
     lease_until: Mapped[float | None] = mapped_column(Epoch)
     created_at: Mapped[float] = mapped_column(Epoch)
+
+
+class Package(Base):
+    """Software package catalog: a package (CreatePackage)."""
+
+    __tablename__ = "packages"
+    package_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    default_version_name: Mapped[str | None] = mapped_column(String(64))
+    tags: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Epoch)
+    last_modified_at: Mapped[float] = mapped_column(Epoch)
+
+
+class PackageVersion(Base):
+    """A version of a package: DRAFT -> PUBLISHED -> DEPRECATED; attributes are editable only in DRAFT."""
+
+    __tablename__ = "package_versions"
+    package_name: Mapped[str] = mapped_column(ForeignKey("packages.package_name", ondelete="CASCADE"), primary_key=True)
+    version_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON)
+    artifact: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    recipe: Mapped[str | None] = mapped_column(Text)
+    sbom: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    error_reason: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Epoch)
+    last_modified_at: Mapped[float] = mapped_column(Epoch)
+
+
+class Shadow(Base):
+    """Device shadows (iot-data): the classic one has the name '' ; named ones (e.g. ``$package``) their name."""
+
+    __tablename__ = "shadows"
+    thing_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    shadow_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[float] = mapped_column(Epoch)
+
+
+class ServiceSetting(Base):
+    """Account-wide singletons: package configuration, indexing configuration."""
+
+    __tablename__ = "service_settings"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[float] = mapped_column(Epoch)
