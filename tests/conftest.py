@@ -152,3 +152,18 @@ def mqtt_server(request: pytest.FixtureRequest, backends: Backend) -> Server:
     finally:
         probe.close()
     return srv
+
+
+@pytest.fixture
+def device_factory(mqtt_server):  # type: ignore[no-untyped-def]
+    """Paho devices on ``mqtt_server``'s broker, closed after the test."""
+    made: list[Device] = []
+
+    def make(thing: str) -> Device:
+        d = Device("127.0.0.1", mqtt_server.mqtt_port, thing)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.close()

@@ -13,7 +13,6 @@ from botocore.config import Config
 
 from tests.fleet import Fleet, thing_arn
 from tests.harness import Server
-from tests.mqtt_device import Device
 
 NO_RETRIES = Config(retries={"total_max_attempts": 1, "mode": "standard"})
 
@@ -21,20 +20,6 @@ NO_RETRIES = Config(retries={"total_max_attempts": 1, "mode": "standard"})
 @pytest.fixture
 def iot(mqtt_server):  # type: ignore[no-untyped-def]
     return mqtt_server.client("iot")
-
-
-@pytest.fixture
-def device_factory(mqtt_server):  # type: ignore[no-untyped-def]
-    made: list[Device] = []
-
-    def make(thing: str) -> Device:
-        d = Device("127.0.0.1", mqtt_server.mqtt_port, thing)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        d.close()
 
 
 def test_a_thing_over_its_request_rate_is_throttled_and_others_are_not(iot, device_factory) -> None:  # type: ignore[no-untyped-def]

@@ -11,26 +11,11 @@ import pytest
 
 from tests.fleet import Fleet, thing_arn
 from tests.harness import unique
-from tests.mqtt_device import Device
 
 
 @pytest.fixture
 def iot(mqtt_server):  # type: ignore[no-untyped-def]
     return mqtt_server.client("iot")
-
-
-@pytest.fixture
-def device_factory(mqtt_server):  # type: ignore[no-untyped-def]
-    made: list[Device] = []
-
-    def make(thing: str) -> Device:
-        d = Device("127.0.0.1", mqtt_server.mqtt_port, thing)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        d.close()
 
 
 def test_whole_workflow_over_mqtt(iot, device_factory) -> None:  # type: ignore[no-untyped-def]

@@ -51,7 +51,7 @@ from fleetjobs.domain.fleet_query import FleetQuery, ThingRecord
 from fleetjobs.service import continuous
 from fleetjobs.service.context import ServiceContext
 from fleetjobs.service.pagination import compact, decode_token, encode_token
-from fleetjobs.service.registry_queries import apply_attribute_payload, locked, retry_once_on_integrity_error
+from fleetjobs.service.registry_queries import locked, retry_once_on_integrity_error
 from fleetjobs.store.schema import ServiceSetting, Shadow, Thing, ThingGroup, ThingGroupMember
 
 T = Thing.__table__
@@ -545,6 +545,8 @@ class FleetIndex:
         return await retry_once_on_integrity_error(attempt)
 
     async def update_dynamic_thing_group(self, req: dict[str, Any]) -> dict[str, Any]:
+        from fleetjobs.service.groups import merged_group_properties  # groups imports this module
+
         name: str = req["thingGroupName"]
         given: dict[str, Any] = req.get("thingGroupProperties") or {}
         expected: int | None = req.get("expectedVersion")
@@ -562,19 +564,7 @@ class FleetIndex:
                 raise InvalidRequest(f"Thing group {name} is a static thing group; use UpdateThingGroup.")
             if expected is not None and expected != row.version:
                 raise VersionConflict(f"The version for thing group {name} does not match the expected version.")
-            props = dict(row.properties or {})
-            if "thingGroupDescription" in given:
-                if given["thingGroupDescription"]:
-                    props["thingGroupDescription"] = given["thingGroupDescription"]
-                else:
-                    props.pop("thingGroupDescription", None)
-            if "attributePayload" in given:
-                current = props.get("attributePayload", {}).get("attributes", {})
-                attributes = apply_attribute_payload(current, given["attributePayload"])
-                if attributes:
-                    props["attributePayload"] = {"attributes": attributes}
-                else:
-                    props.pop("attributePayload", None)
+            props = merged_group_properties(row.properties, given)
             query_string = new_query if new_query is not None else row.query_string
             await conn.execute(
                 update(G)

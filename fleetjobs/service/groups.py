@@ -200,19 +200,7 @@ class ThingGroups:
             row = await self._group(conn, name, lock=True)
             if expected is not None and expected != row.version:
                 raise self._version_conflict(name)
-            props = dict(row.properties or {})
-            if "thingGroupDescription" in given:
-                if given["thingGroupDescription"]:
-                    props["thingGroupDescription"] = given["thingGroupDescription"]
-                else:
-                    props.pop("thingGroupDescription", None)
-            if "attributePayload" in given:
-                current = props.get("attributePayload", {}).get("attributes", {})
-                attributes = apply_attribute_payload(current, given["attributePayload"])
-                if attributes:
-                    props["attributePayload"] = {"attributes": attributes}
-                else:
-                    props.pop("attributePayload", None)
+            props = merged_group_properties(row.properties, given)
             _check_group_attributes(props)
             result = await conn.execute(
                 update(G)
@@ -442,3 +430,23 @@ class ThingGroups:
     @staticmethod
     def _version_conflict(name: str) -> VersionConflict:
         return VersionConflict(f"The version for thing group {name} does not match the expected version.")
+
+
+def merged_group_properties(current: dict[str, Any] | None, given: dict[str, Any]) -> dict[str, Any]:
+    """UpdateThingGroup / UpdateDynamicThingGroup: a given description replaces the old one (empty
+    removes it); a given attribute payload merges into the attributes (``merge`` semantics)."""
+    props = dict(current or {})
+    if "thingGroupDescription" in given:
+        if given["thingGroupDescription"]:
+            props["thingGroupDescription"] = given["thingGroupDescription"]
+        else:
+            props.pop("thingGroupDescription", None)
+    if "attributePayload" in given:
+        attributes = apply_attribute_payload(
+            props.get("attributePayload", {}).get("attributes", {}), given["attributePayload"]
+        )
+        if attributes:
+            props["attributePayload"] = {"attributes": attributes}
+        else:
+            props.pop("attributePayload", None)
+    return props
