@@ -114,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(subparser=s)
     _add_security_commands(sub)
     _add_artifact_commands(sub)
+    from fleetjobs.simulate.cli import add_parser as add_simulate
+
+    add_simulate(sub)
+    from fleetjobs.agent.cli import add_agent_command
+
+    add_agent_command(sub)
     return p
 
 
@@ -397,6 +403,17 @@ def main(argv: list[str] | None = None) -> None:
                 _signing(args)
         except (ArtifactError, SigningError, ValueError, OSError) as e:
             args.subparser.exit(1, f"fleetjobs {args.command}: error: {e}\n")
+    elif args.command == "simulate":
+        from fleetjobs.simulate.cli import run as simulate
+
+        simulate(args)
+    elif args.command == "agent":
+        from fleetjobs.agent.cli import run_agent
+
+        try:
+            run_agent(args)
+        except (ValueError, OSError) as e:
+            args.subparser.exit(1, f"fleetjobs agent: error: {e}\n")
     elif args.command in ("certs", "broker-config"):
         from fleetjobs.security.broker_config import BrokerConfigError
         from fleetjobs.security.certs import CertificateError
