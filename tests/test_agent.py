@@ -611,3 +611,26 @@ def test_a_step_timeout_on_the_server_is_timed_out(backends, tmp_path: Path) -> 
         assert iot.describe_job(jobId=job)["job"]["jobProcessDetails"]["numberOfTimedOutThings"] == 1
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize(
+    ("template_name", "handler", "parameter", "value"),
+    [
+        ("AWS-Remove-Application", "remove-packages.sh", "packages", "old-fw"),
+        ("AWS-Start-Application", "start-services.sh", "services", "pumpd"),
+        ("AWS-Stop-Application", "stop-services.sh", "services", "pumpd"),
+        ("AWS-Restart-Application", "restart-services.sh", "services", "pumpd"),
+    ],
+)
+def test_each_service_template_runs_its_handler(  # type: ignore[no-untyped-def]
+    iot, mqtt_server, thing, tmp_path: Path, template_name: str, handler: str, parameter: str, value: str
+) -> None:
+    handlers = tmp_path / "handlers"
+    handlers.mkdir()
+    script = handlers / handler
+    script.write_text(f'#!/bin/sh\necho "{handler} $2"\n')
+    script.chmod(0o700)
+    job = create_job(iot, thing, jobTemplateArn=template(template_name), documentParameters={parameter: value})
+    agent = make_agent(mqtt_server, thing, tmp_path / "state", handler_dir=handlers)
+    assert once(agent) == "SUCCEEDED"
+    assert details(iot, job, thing)["stdout"] == f"{handler} {value}"
