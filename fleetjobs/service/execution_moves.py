@@ -67,7 +67,7 @@ async def move_executions(
         values.setdefault("timeout_at", None)
     moved: dict[str, dict[str, int]] = defaultdict(dict)
     dialect = conn.dialect.name
-    if event is not None and not await execution_events_on(conn):
+    if event is not None and not await enabled(conn, "JOB_EXECUTION"):
         event = None
     for from_status in sorted(set(from_statuses) - {to_status}):
         cond = and_(where, E.c.status == from_status)
@@ -130,7 +130,3 @@ async def complete_finished_jobs(conn: AsyncConnection, job_ids: list[str], now:
 async def remove_thing_executions(conn: AsyncConnection, thing_name: str, now: float) -> dict[str, int]:
     """A deleted thing is no longer a target: its pending executions become REMOVED."""
     return await move_executions(conn, E.c.thing_name == thing_name, "REMOVED", now, event="removed")
-
-
-async def execution_events_on(conn: AsyncConnection) -> bool:
-    return await enabled(conn, "JOB_EXECUTION")

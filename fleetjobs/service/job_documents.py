@@ -64,10 +64,11 @@ async def creation_document(
     if document is None:
         return None, None
     destinations = destination_refs(merged.get("destinationPackageVersions"))
+    versions: dict[tuple[str, str], dict[str, Any] | None] = {}
     for ref in destinations:
         if ref.version == "$null":
             continue
-        found = await _package_version(conn, ref.package, ref.version)
+        found = versions[(ref.package, ref.version)] = await _package_version(conn, ref.package, ref.version)
         if found is None:
             raise InvalidRequest(
                 f"Package {ref.package} version {ref.version} in destinationPackageVersions does not exist."
@@ -83,9 +84,8 @@ async def creation_document(
             + ", ".join(missing)
             + "."
         )
-    versions = {}
-    for ref in named:
-        if ref.package and ref.version != "$null":
+    for ref in named:  # all are destinations (checked above), so already read
+        if ref.package and ref.version != "$null" and (ref.package, ref.version) not in versions:
             versions[(ref.package, ref.version)] = await _package_version(conn, ref.package, ref.version)
     parameters = managed_templates.parameters_for(managed, merged.get("documentParameters")) if managed else None
     resolved = placeholders.substitute_at_creation(

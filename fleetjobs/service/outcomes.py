@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fleetjobs.domain.execution_state import CANCELED, COUNTER_COLUMN, QUEUED
@@ -94,10 +94,6 @@ async def abort_job(conn: AsyncConnection, job_id: str, comment: str, now: float
     await move_executions(conn, E.c.job_id == job_id, CANCELED, now, from_statuses={QUEUED}, event="canceled")
     record_event(conn, JobEvent(job_id, "canceled"))
     await notice_job(conn, job_id, now, next_always=True)
-
-
-async def count_queue(conn: AsyncConnection, job_id: str) -> int:
-    return int(await conn.scalar(select(func.count()).select_from(Q).where(Q.c.job_id == job_id)) or 0)
 
 
 async def after_success(conn: AsyncConnection, config: dict[str, Any] | None, thing_name: str, now: float) -> None:
