@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import socket
@@ -13,13 +14,16 @@ from typing import Any
 import uvicorn
 
 from fleetjobs.api.app import AwsApi, bind_handlers, json_response, read_body
-from fleetjobs.artifacts import ArtifactStore, open_store
+from fleetjobs.artifacts import ROUTE_PREFIX, ArtifactStore, open_store
+from fleetjobs.artifacts.local import LocalStore
+from fleetjobs.artifacts.route import artifact_route
 from fleetjobs.clock import Clock, ManualClock, SystemClock
 from fleetjobs.config import AccessKey, Settings, resolve_access_key
 from fleetjobs.domain.arns import Partition
 from fleetjobs.mqtt.embedded_broker import EmbeddedBroker
 from fleetjobs.mqtt.gateway import MqttGateway, TlsFiles
 from fleetjobs.mqtt.job_events import JobEventsPublisher
+from fleetjobs.security import issuance
 from fleetjobs.service.context import ServiceContext
 from fleetjobs.service.device_jobs import DeviceJobs
 from fleetjobs.service.event_configurations import EventConfigurations
@@ -27,9 +31,11 @@ from fleetjobs.service.executions import Executions
 from fleetjobs.service.fleet_index import FleetIndex
 from fleetjobs.service.groups import ThingGroups
 from fleetjobs.service.jobs import Jobs
+from fleetjobs.service.loops.notice_drain import NoticeDrain
+from fleetjobs.service.loops.purger import JobPurger
+from fleetjobs.service.loops.request_log import RequestLog
+from fleetjobs.service.loops.rollout_engine import RolloutEngine
 from fleetjobs.service.packages import Packages
-from fleetjobs.service.pending_notices import NoticeDrain
-from fleetjobs.service.rollout import RolloutEngine
 from fleetjobs.service.shadows import Shadows
 from fleetjobs.service.templates import JobTemplates
 from fleetjobs.service.things import Things
@@ -37,6 +43,13 @@ from fleetjobs.service.throttle import ThingThrottle
 from fleetjobs.store.database import Database, sqlite_url
 
 log = logging.getLogger("fleetjobs")
+
+# The façades that answer each AWS service's operations (a method per operation, named after it).
+FACADES: dict[str, tuple[type, ...]] = {
+    "iot": (Things, ThingGroups, Jobs, Executions, JobTemplates, EventConfigurations, Packages, FleetIndex),
+    "iot-jobs-data": (DeviceJobs,),
+    "iot-data": (Shadows,),
+}
 
 
 @dataclass
@@ -48,43 +61,38 @@ class Services:
     templates: JobTemplates
     device_jobs: DeviceJobs
     event_configurations: EventConfigurations
-    rollout: RolloutEngine
     packages: Packages
     shadows: Shadows
     fleet_index: FleetIndex
+    # background loops
+    rollout: RolloutEngine
+    purger: JobPurger
+    request_log: RequestLog
 
     @classmethod
     def create(
         cls, ctx: ServiceContext, throttle: ThingThrottle | None = None, store: ArtifactStore | None = None
     ) -> Services:
-        templates = JobTemplates(ctx)
-        executions = Executions(ctx)
-        rollout = RolloutEngine(ctx)
         return cls(
-            Things(ctx),
-            ThingGroups(ctx),
-            Jobs(ctx, templates, rollout, store),
-            executions,
-            templates,
-            DeviceJobs(ctx, executions, throttle, store),
-            EventConfigurations(ctx),
-            rollout,
-            Packages(ctx),
-            Shadows(ctx),
-            FleetIndex(ctx),
+            things=Things(ctx),
+            groups=ThingGroups(ctx),
+            jobs=Jobs(ctx, store),
+            executions=Executions(ctx),
+            templates=JobTemplates(ctx),
+            device_jobs=DeviceJobs(ctx, throttle, store),
+            event_configurations=EventConfigurations(ctx),
+            packages=Packages(ctx),
+            shadows=Shadows(ctx),
+            fleet_index=FleetIndex(ctx),
+            rollout=RolloutEngine(ctx),
+            purger=JobPurger(ctx),
+            request_log=RequestLog(ctx),
         )
 
-    def control_plane(self) -> list[object]:
-        return [
-            self.things,
-            self.groups,
-            self.jobs,
-            self.executions,
-            self.templates,
-            self.event_configurations,
-            self.packages,
-            self.fleet_index,
-        ]
+    def facades(self, service: str) -> list[object]:
+        """This instance's façade objects for ``service``, in :data:`FACADES` order."""
+        mine = [getattr(self, f.name) for f in dataclasses.fields(self)]
+        return [next(o for o in mine if type(o) is cls) for cls in FACADES[service]]
 
 
 class Background:
@@ -105,24 +113,15 @@ class Background:
 
     async def start(self) -> None:
         await self.db.migrate()
-        self.tasks.append(asyncio.create_task(self.services.jobs.run_purger()))
+        self.tasks.append(asyncio.create_task(self.services.purger.run()))
         self.tasks.append(asyncio.create_task(self.services.rollout.run()))
-        self.tasks.append(asyncio.create_task(self._forget_old_device_requests()))
+        self.tasks.append(asyncio.create_task(self.services.request_log.run()))
         if self.broker is not None:
             await self.broker.start()
         if self.gateway is not None:
             self.tasks.append(asyncio.create_task(self.gateway.run()))
-            drain = NoticeDrain(self.services.device_jobs.ctx, self.services.device_jobs)
+            drain = NoticeDrain(self.services.device_jobs.ctx, self.services.device_jobs.views)
             self.tasks.append(asyncio.create_task(self.gateway.run_notices(drain)))
-
-    async def _forget_old_device_requests(self, keep: float = 3600.0, every: float = 60.0) -> None:
-        """Redelivery happens within seconds of a restart; an hour of remembered answers is plenty."""
-        while True:
-            try:
-                await self.services.device_jobs.forget_requests(self.services.device_jobs.ctx.clock.now() - keep)
-            except Exception:
-                log.exception("forgetting old device requests failed; will retry")
-            await asyncio.sleep(every)
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -173,7 +172,10 @@ def mqtt_gateway(settings: Settings, services: Services, clock: Clock) -> MqttGa
     )
     ctx = services.device_jobs.ctx
     ctx.events.subscribe_domain(gateway.on_domain_events)
-    ctx.events.subscribe_domain(JobEventsPublisher(ctx.db, ctx.partition, clock, gateway.publish, gateway.spawn))
+    publisher = JobEventsPublisher(
+        services.jobs, services.event_configurations, ctx.partition, clock, gateway.publish, gateway.spawn
+    )
+    ctx.events.subscribe_domain(publisher)
     return gateway
 
 
@@ -182,59 +184,10 @@ def _gateway_host(settings: Settings) -> str:
 
 
 def _embedded_tls(settings: Settings, which: str) -> tuple[str, tuple[str, str]]:
-    """The CA file and the broker's ("server") or the gateway's ("service") certificate and key for --mqtt-tls.
-
-    Both come from the CA in DATA_DIR/certs (``fleetjobs certs init``) and are the files ``fleetjobs certs
-    server`` / ``certs service`` write; one that is missing, not from that CA, about to expire, or (the server
-    certificate) not valid for the address the gateway connects to is issued now, under a lock so that instances
-    starting together on one data dir never pair one's key with another's certificate.
-    """
-    import fcntl
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography import x509
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import serialization
-
-    from fleetjobs.security import certs
-
-    cdir = certs.certs_dir(settings.data_dir)
-    ca = certs.load_ca(cdir)  # CertificateError "run 'fleetjobs certs init' first" when there is none
-    stem = certs.SERVER_NAME if which == "server" else certs.SERVICE_IDENTITY
-    cert_path, key_path = cdir / f"{stem}.pem", cdir / f"{stem}.key"
-    gateway_host = _gateway_host(settings)
-    with open(cdir / ".issue.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        sans: list[str] = []
-        try:
-            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-            cert.verify_directly_issued_by(ca.cert)
-            fresh = cert.not_valid_after_utc > datetime.now(UTC) + timedelta(days=1)
-            valid = fresh and key.public_key() == cert.public_key()
-            if which == "server":
-                try:
-                    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-                    sans = [*names.get_values_for_type(x509.DNSName)]
-                    sans += [str(a) for a in names.get_values_for_type(x509.IPAddress)]
-                except x509.ExtensionNotFound:
-                    pass
-                valid = valid and gateway_host in sans
-        except (OSError, ValueError, TypeError, InvalidSignature):
-            valid = False
-        if not valid:
-            if which == "server":
-                # Whatever names it had (e.g. from 'fleetjobs certs server --host'), plus loopback and mqtt_host.
-                wanted = [*sans, "localhost", "127.0.0.1", gateway_host]
-                if settings.mqtt_host in ("0.0.0.0", "::", ""):
-                    import socket
-
-                    wanted.append(socket.getfqdn())
-                certs.issue_server_cert(ca, cdir, hosts=list(dict.fromkeys(h for h in wanted if h)))
-            else:
-                certs.issue_service_cert(ca, cdir)
-            log.info("issued %s for the embedded broker's TLS", cert_path)
-    return str(ca.cert_path), (str(cert_path), str(key_path))
+    """The CA file and the embedded broker's ("server") or the gateway's ("service") certificate and key."""
+    return issuance.ensure_certificate(
+        settings.data_dir, which, gateway_host=_gateway_host(settings), listen_host=settings.mqtt_host
+    )
 
 
 def database_url(settings: Settings) -> str:
@@ -259,11 +212,7 @@ def build(settings: Settings, key: AccessKey, clock: Clock | None = None) -> tup
 
     background = Background(db, services, mqtt_gateway(settings, services, clock), embedded_broker(settings))
     app = AwsApi(
-        handlers={
-            "iot": bind_handlers("iot", services.control_plane()),
-            "iot-jobs-data": bind_handlers("iot-jobs-data", [services.device_jobs]),
-            "iot-data": bind_handlers("iot-data", [services.shadows]),
-        },
+        handlers={service: bind_handlers(service, services.facades(service)) for service in FACADES},
         credentials=lambda: credentials,
         # Signatures are checked against wall time: clients sign with theirs, whatever the domain clock says.
         clock=SystemClock() if manual is not None else clock,
@@ -282,10 +231,6 @@ def artifact_routes(settings: Settings) -> dict[str, Any]:
     """The local artifact store's download route (signed URLs); an S3 store's URLs point at S3."""
     if settings.artifact_store != "local":
         return {}
-    from fleetjobs.artifacts import ROUTE_PREFIX
-    from fleetjobs.artifacts.local import LocalStore
-    from fleetjobs.artifacts.route import artifact_route
-
     return {ROUTE_PREFIX: artifact_route(LocalStore.from_settings(settings))}
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install fleetjobs with its test dependencies into .venv, lint, and run the test suite.
+# Install fleetjobs with its test dependencies into .venv, lint (ruff), type-check (mypy), and run the test suite.
 # Usage: bash scripts/test.sh [pytest args...]
 #
 # The suite runs every integration test against SQLite and PostgreSQL. PostgreSQL is found at
@@ -20,11 +20,13 @@ lint_paths=(fleetjobs tests)
 lint=0
 .venv/bin/ruff check "${lint_paths[@]}" || lint=$?
 .venv/bin/ruff format --check "${lint_paths[@]}" || lint=$?
+# Types: settings in pyproject.toml ([tool.mypy]); 0 errors expected.
+.venv/bin/mypy || lint=$?
 
 tests=0
 .venv/bin/python -m pytest "$@" || tests=$?
 if [ "$lint" -ne 0 ]; then
-  echo "scripts/test.sh: ruff found problems (see above)" >&2
+  echo "scripts/test.sh: ruff or mypy found problems (see above)" >&2
 fi
 if [ "$tests" -ne 0 ]; then
   exit "$tests"

@@ -104,15 +104,15 @@ def iot_raw(server: Server):  # type: ignore[no-untyped-def]
 # -- MQTT: a Mosquitto process of the tests' own, and a fleetjobs server whose gateway joins it ---------
 
 
-@pytest.fixture(scope="session")
-def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def start_mosquitto(directory: Path) -> tuple[int, subprocess.Popen[bytes]]:
+    """A plain (no TLS, anonymous) Mosquitto of the tests' own on a free port."""
     exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(exe).exists():
         if in_ci():
             pytest.fail("mosquitto is not installed and CI=true: refusing to skip the MQTT tests")
         pytest.skip("mosquitto not installed")
     port = free_port()
-    conf = tmp_path_factory.mktemp("mosquitto") / "mosquitto.conf"
+    conf = directory / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n")
     proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
@@ -121,6 +121,23 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
             break
         except OSError:
             time.sleep(0.05)
+    return port, proc
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """One Mosquitto for the session.  Gateways that join it answer every device on it, so a test
+    that runs a gateway of its own (restarts, kills) takes ``private_mosquitto`` instead."""
+    port, proc = start_mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def private_mosquitto(tmp_path: Path) -> Iterator[int]:
+    """A Mosquitto for one test: no other test's gateway is on it to answer its devices."""
+    port, proc = start_mosquitto(tmp_path)
     yield port
     proc.terminate()
     proc.wait(timeout=10)

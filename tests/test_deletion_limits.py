@@ -51,7 +51,7 @@ def test_at_most_ten_jobs_deleting_and_cancel_refused_while_deleting(tmp_path: P
                 await s.jobs.cancel_job({"jobId": "j0"})
             with pytest.raises(InvalidStateTransition):
                 await s.jobs.delete_job({"jobId": "j0", "force": True})
-            assert await s.jobs.purge_deleting_jobs() == 10
+            assert await s.purger.purge() == 10
             with pytest.raises(ResourceNotFound):
                 await s.jobs.describe_job({"jobId": "j0"})
             await s.jobs.delete_job({"jobId": "j10", "force": True})  # room again
@@ -80,7 +80,7 @@ def test_purge_resumes_an_interrupted_deletion(tmp_path: Path) -> None:
         # A new process (fresh services over the same database) completes it.
         db2, s2 = await _services(tmp_path)
         try:
-            assert await s2.jobs.purge_deleting_jobs() == 1
+            assert await s2.purger.purge() == 1
             with pytest.raises(ResourceNotFound):
                 await s2.executions.describe_job_execution({"jobId": "big", "thingName": "t0"})
             await s2.jobs.create_job({"jobId": "big", "targets": [arn], "document": "{}"})

@@ -351,3 +351,29 @@ def test_shadows_are_searchable_and_drive_dynamic_groups(srv, iot, fleet) -> Non
     assert search(iot, f"thingName:{p}-* AND shadow.name.secret.reported.mode:eco") == []
     report(hot, {"agent": {"version": "1.2.0"}}, "$package")
     assert search(iot, f"thingName:{p}-* AND shadow.name.$package.reported.agent.version:1.2.0") == [hot]
+
+
+def test_has_delta_is_the_same_in_queries_documents_and_shadows(srv, iot, fleet) -> None:  # type: ignore[no-untyped-def]
+    """One shadow delta: a thing that matches ``shadow.hasDelta:false`` comes back with
+    ``"hasDelta": false``, and GetThingShadow shows the same delta (JSON ``true`` is not ``1``)."""
+    data = _iot_data(srv)
+    p = fleet.prefix
+    subset, typed = fleet.things(2)
+
+    def put(thing: str, desired: dict[str, Any], reported: dict[str, Any]) -> None:
+        payload = json.dumps({"state": {"desired": desired, "reported": reported}})
+        data.update_thing_shadow(thingName=thing, payload=payload)
+
+    # desired is a nested subset of reported: no delta anywhere.
+    put(subset, {"cfg": {"a": 1}}, {"cfg": {"a": 1, "b": 2}})
+    # true and 1 are different JSON values: a delta everywhere.
+    put(typed, {"on": True}, {"on": 1})
+
+    assert search(iot, f"thingName:{p}-* AND shadow.hasDelta:false") == [subset]
+    assert search(iot, f"thingName:{p}-* AND shadow.hasDelta:true") == [typed]
+    docs = {d["thingName"]: json.loads(d["shadow"]) for d in iot.search_index(queryString=f"thingName:{p}-*")["things"]}
+    assert docs[subset]["hasDelta"] is False
+    assert docs[typed]["hasDelta"] is True
+    shadow_of = {t: json.loads(data.get_thing_shadow(thingName=t)["payload"].read()) for t in (subset, typed)}
+    assert "delta" not in shadow_of[subset]["state"]
+    assert shadow_of[typed]["state"]["delta"] == {"on": True}

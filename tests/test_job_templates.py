@@ -24,6 +24,7 @@ from fleetjobs.clock import ManualClock
 from fleetjobs.domain.arns import Partition
 from fleetjobs.domain.errors import InvalidRequest, ResourceNotFound
 from fleetjobs.service.context import ServiceContext
+from fleetjobs.service.effects.job_templates import inherited_members
 from fleetjobs.service.templates import JobTemplates
 from fleetjobs.store.database import Database, sqlite_url
 from fleetjobs.store.schema import Job
@@ -33,6 +34,7 @@ from tests.harness import ACCOUNT, REGION, Server, unique
 
 ROLE = "arn:aws:iam::123456789012:role/JobsS3Read"
 PKG = f"arn:aws:iot:{REGION}:{ACCOUNT}:package/fw/version/1.{{}}"
+PARTITION = Partition(REGION, ACCOUNT)
 
 FULL_CONFIG: dict[str, Any] = {
     "presignedUrlConfig": {"roleArn": ROLE, "expiresInSec": 600},
@@ -413,7 +415,7 @@ def test_aws_cli_round_trip(server: Server) -> None:
     assert proc.returncode != 0 and "ResourceNotFoundException" in proc.stderr
 
 
-# -- service layer in process: jobArn copying and template_for_job ---------------------------------------
+# -- service layer in process: jobArn copying and inherited_members ---------------------------------------
 # These drive JobTemplates directly on a fresh database of the session's backend, with job rows written
 # straight into the table, so they do not depend on CreateThing / CreateJob being implemented.
 
@@ -526,7 +528,7 @@ def test_service_template_from_job_request_members_win(backends: Backend, tmp_pa
     run_service(backends, tmp_path, scenario)
 
 
-def test_service_template_for_job(backends: Backend, tmp_path: Path) -> None:
+def test_service_inherited_members(backends: Backend, tmp_path: Path) -> None:
     async def scenario(templates: JobTemplates, db: Database) -> None:
         await templates.create_job_template(
             {"jobTemplateId": "full", "description": "full template", "document": DOC, **FULL_CONFIG}
@@ -535,8 +537,8 @@ def test_service_template_for_job(backends: Backend, tmp_path: Path) -> None:
             {"jobTemplateId": "bare", "description": "bare", "documentSource": "https://s3.amazonaws.com/b/k"}
         )
         async with db.read() as conn:
-            full = await templates.template_for_job(conn, template_arn("full"))
-            bare = await templates.template_for_job(conn, template_arn("bare"))
+            full = await inherited_members(conn, PARTITION, template_arn("full"))
+            bare = await inherited_members(conn, PARTITION, template_arn("bare"))
             errors: list[tuple[str, type[Exception]]] = [
                 (template_arn("missing"), ResourceNotFound),
                 (f"arn:aws:iot:{REGION}::jobtemplate/AWS-Nonexistent:1.0", ResourceNotFound),
@@ -548,7 +550,7 @@ def test_service_template_for_job(backends: Backend, tmp_path: Path) -> None:
             ]
             for arn, error in errors:
                 with pytest.raises(error):
-                    await templates.template_for_job(conn, arn)
+                    await inherited_members(conn, PARTITION, arn)
         assert full == {
             "document": DOC,
             "description": "full template",

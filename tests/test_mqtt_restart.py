@@ -8,7 +8,8 @@ from tests.harness import Server, unique
 from tests.mqtt_device import Device
 
 
-def test_requests_sent_while_fleetjobs_is_down_are_answered_after_restart(backends, mosquitto) -> None:  # type: ignore[no-untyped-def]
+def test_requests_sent_while_fleetjobs_is_down_are_answered_after_restart(backends, private_mosquitto) -> None:  # type: ignore[no-untyped-def]
+    mosquitto = private_mosquitto
     env = {"FLEETJOBS_MQTT_URL": f"mqtt://127.0.0.1:{mosquitto}", "FLEETJOBS_MQTT_CLIENT_ID": unique("gw")}
     srv = backends.server(env=env).start()
     iot = srv.client("iot")
@@ -39,15 +40,15 @@ def test_requests_sent_while_fleetjobs_is_down_are_answered_after_restart(backen
         assert ex["status"] == "SUCCEEDED" and ex["statusDetails"] == {"detailsMap": {"percent": "40"}}
     finally:
         dev.close()
-        # Leave no second gateway on the shared test broker: it would answer other tests' devices.
         srv.stop()
         if "restarted" in locals():
             restarted.stop()
 
 
-def test_notifications_of_changes_made_with_no_gateway_up_are_published_later(backends, mosquitto) -> None:  # type: ignore[no-untyped-def]
+def test_notifications_of_changes_made_with_no_gateway_up_are_published_later(backends, private_mosquitto) -> None:  # type: ignore[no-untyped-def]
     """A job created by an instance with no MQTT at all: the notice waits in the database until
     an instance with a gateway (here a later one, over the same data) publishes it."""
+    mosquitto = private_mosquitto
     offline = backends.server(env={"FLEETJOBS_EMBEDDED_BROKER": "false"}).start()
     iot = offline.client("iot")
     fleet = Fleet(iot)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from fleetjobs.api.service_model import error_status, router
-from fleetjobs.api.validation import validate_input
+from fleetjobs.api.routes import router
 from fleetjobs.domain.errors import InvalidRequest
+from fleetjobs.model import error_status
+from fleetjobs.model.validation import validate_input
 
 
 def test_literal_segments_win_over_labels() -> None:

@@ -16,11 +16,12 @@ from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from fleetjobs.api import sigv4
-from fleetjobs.api.service_model import SERVICES, SIGNING_NAMES, error_status, router
-from fleetjobs.api.validation import validate_input
+from fleetjobs.api.routes import router
 from fleetjobs.api.wire import error_body, parse_request, serialize_response
 from fleetjobs.clock import Clock
 from fleetjobs.domain.errors import AuthError, InvalidRequest, ServiceError
+from fleetjobs.model import SERVICES, SIGNING_NAMES, error_status
+from fleetjobs.model.validation import validate_input
 
 log = logging.getLogger("fleetjobs.api")
 

@@ -14,6 +14,7 @@ DATA_DIR/artifact-secret (0600, created on first use; instances sharing a data d
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import fcntl
 import hashlib
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
-from fleetjobs.artifacts import ROUTE_PREFIX, ArtifactError, ArtifactNotFound, ObjectVersion, Progress, public_url
+from fleetjobs.artifacts.base import ROUTE_PREFIX, ArtifactError, ArtifactNotFound, ObjectVersion, Progress, public_url
 from fleetjobs.domain.placeholders import S3Object
 
 if TYPE_CHECKING:
@@ -258,7 +259,7 @@ class LocalStore:
                 out += [_describe(b, key, v, i == len(versions) - 1) for i, v in enumerate(versions)]
         return out
 
-    def delete(self, bucket: str, key: str, version_id: str | None = None) -> list[ObjectVersion]:
+    def delete(self, bucket: str, key: str, version_id: str | None = None) -> builtins.list[ObjectVersion]:
         """Remove one version, or (no ``version_id``) the object with all its versions; returns what went."""
         key_dir = self._key_dir(bucket, key)
         with self._locked(key_dir):

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 from xml.sax.saxutils import escape
 
-from fleetjobs.artifacts import ROUTE_PREFIX, ArtifactError, ArtifactNotFound
+from fleetjobs.artifacts.base import ROUTE_PREFIX, ArtifactError, ArtifactNotFound
 from fleetjobs.artifacts.local import CHUNK, LocalStore, check_signature
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")

@@ -9,16 +9,17 @@ put makes a version and ``versionId`` pins one.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import os
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from fleetjobs.artifacts import ArtifactError, ArtifactNotFound, ObjectVersion, Progress
+from fleetjobs.artifacts.base import ArtifactError, ArtifactNotFound, ObjectVersion, Progress
 from fleetjobs.domain.placeholders import S3Object
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ class S3Store:
         out.sort(key=lambda o: o.key)
         return out
 
-    def delete(self, bucket: str, key: str, version_id: str | None = None) -> list[ObjectVersion]:
+    def delete(self, bucket: str, key: str, version_id: str | None = None) -> builtins.list[ObjectVersion]:
         """DeleteObject: with a version id that version goes; without, a versioned bucket gets a delete marker."""
         params = {"Bucket": bucket, "Key": key}
         if version_id:
@@ -183,7 +184,7 @@ class _errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, et: Any, e: Any, tb: Any) -> bool:
+    def __exit__(self, et: Any, e: Any, tb: Any) -> Literal[False]:
         if isinstance(e, ClientError):
             code = str(e.response.get("Error", {}).get("Code", ""))
             if code in _NOT_FOUND:

@@ -39,6 +39,10 @@ class Partition:
     def package_version(self, name: str, version: str) -> str:
         return self._arn(f"package/{name}/version/{version}")
 
+    def owns(self, arn: ParsedArn) -> bool:
+        """Is the resource this ARN names in this account and region (so it can be found here)?"""
+        return arn.account == self.account and arn.region == self.region
+
 
 @dataclass(frozen=True)
 class ParsedArn:
@@ -57,3 +61,14 @@ def parse_arn(arn: str) -> ParsedArn:
     if not rid:
         raise InvalidRequest(f"{arn} is not a valid ARN")
     return ParsedArn(parts[3], parts[4], rtype, rid)
+
+
+def thing_targets(target_arns: list[str] | None) -> set[str]:
+    """The names of the things a job targets directly (not through a group)."""
+    names: set[str] = set()
+    for arn in target_arns or []:
+        resource = arn.split(":", 5)[-1]
+        kind, _, name = resource.partition("/")
+        if kind == "thing" and name:
+            names.add(name)
+    return names

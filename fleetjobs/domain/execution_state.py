@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fleetjobs.domain.errors import InvalidRequest
+
 QUEUED = "QUEUED"
 IN_PROGRESS = "IN_PROGRESS"
 SUCCEEDED = "SUCCEEDED"
@@ -49,3 +51,34 @@ def device_transition_allowed(current: str, requested: str) -> bool:
     if requested not in DEVICE_SETTABLE or current in TERMINAL:
         return False
     return current in PENDING
+
+
+# Limits of a device's (and CancelJobExecution's) request members.
+MAX_STATUS_DETAILS = 10
+MAX_DETAIL_VALUE = 1024
+MAX_STEP_MINUTES = 10080
+
+
+def check_status_details(details: dict[str, str] | None) -> None:
+    if details is None:
+        return
+    if len(details) > MAX_STATUS_DETAILS:
+        raise InvalidRequest(f"statusDetails can have at most {MAX_STATUS_DETAILS} name/value pairs")
+    for key, value in details.items():
+        if len(value) > MAX_DETAIL_VALUE:
+            raise InvalidRequest(f"statusDetails value of '{key}' is longer than {MAX_DETAIL_VALUE} characters")
+
+
+def check_step_timeout(minutes: int | None, *, allow_cancel: bool) -> None:
+    """``stepTimeoutInMinutes``: 1..10080, or -1 (clear the step timer) where ``allow_cancel``."""
+    if minutes is None or (allow_cancel and minutes == -1):
+        return
+    if not 1 <= minutes <= MAX_STEP_MINUTES:
+        raise InvalidRequest(
+            f"stepTimeoutInMinutes must be between 1 and {MAX_STEP_MINUTES}" + (" or -1" if allow_cancel else "")
+        )
+
+
+def check_device_status(status: str) -> None:
+    if status not in DEVICE_SETTABLE:
+        raise InvalidRequest(f"A device cannot set the status of a job execution to {status}.")

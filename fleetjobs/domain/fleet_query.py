@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleetjobs.domain import shadow_state
 from fleetjobs.domain.errors import ServiceError
 
 __all__ = ["FleetQuery", "InvalidQueryError", "ThingRecord"]
@@ -231,30 +232,6 @@ def _walk_arrays(root: Any, parts: Sequence[str]) -> list[Any]:
     return current
 
 
-def _json_equal(a: Any, b: Any) -> bool:
-    return isinstance(a, bool) == isinstance(b, bool) and a == b
-
-
-def _delta(desired: Any, reported: Any) -> dict[str, Any]:
-    """The shadow delta as AWS computes it: desired values that reported lacks or disagrees with."""
-    out: dict[str, Any] = {}
-    if not isinstance(desired, Mapping):
-        return out
-    reported_map = reported if isinstance(reported, Mapping) else {}
-    for key, want in desired.items():
-        if want is None:
-            continue
-        if key not in reported_map:
-            out[key] = want
-        elif isinstance(want, Mapping) and isinstance(reported_map[key], Mapping):
-            nested = _delta(want, reported_map[key])
-            if nested:
-                out[key] = nested
-        elif not _json_equal(want, reported_map[key]):
-            out[key] = want
-    return out
-
-
 def _shadow_section(document: Mapping[str, Any] | None, section: str) -> Any:
     """One section of a shadow given either as a full document (``{"state": ...}``) or as its state."""
     if not isinstance(document, Mapping):
@@ -266,7 +243,7 @@ def _shadow_section(document: Mapping[str, Any] | None, section: str) -> Any:
     if section == "delta":
         if "delta" in state:
             return state["delta"]
-        return _delta(state.get("desired"), state.get("reported")) or None
+        return shadow_state.delta(state.get("desired"), state.get("reported")) or None
     if section == "hasDelta":
         flag = document.get("hasDelta", state.get("hasDelta"))
         if isinstance(flag, bool):

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from fleetjobs.domain.cron import CronExpression
 from fleetjobs.domain.errors import InvalidRequest
 
 # -- limits (JOBS_API.md §3 scalar table, §3.1, §7) ------------------------------------------------
@@ -144,8 +145,6 @@ def validate_cron_expression(expression: str) -> None:
     classic five-field Unix cron.  The grammar lives in :mod:`fleetjobs.domain.cron` so that what
     is accepted here is exactly what the rollout scheduler can evaluate.
     """
-    from fleetjobs.domain.cron import CronExpression  # kept local: job_config's imports are shared
-
     CronExpression.parse(expression)
 
 

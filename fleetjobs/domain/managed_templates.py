@@ -7,8 +7,11 @@ slots that CreateJob fills from ``documentParameters``; the fleetjobs agent runs
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
+
+from fleetjobs.domain.errors import InvalidRequest, ResourceNotFound
 
 VERSION = "1.0"
 
@@ -145,10 +148,6 @@ TEMPLATES: dict[str, ManagedTemplate] = {
 def parameters_for(template: ManagedTemplate, given: dict[str, str] | None) -> dict[str, str]:
     """The values for the document's slots: given ones checked against the template, omitted
     optional ones empty (the agent reads an empty runAsUser / path as "the default")."""
-    import re
-
-    from fleetjobs.domain.errors import InvalidRequest
-
     given = dict(given or {})
     known = {p["key"]: p for p in template.parameters}
     unknown = sorted(set(given) - set(known))
@@ -165,3 +164,11 @@ def parameters_for(template: ManagedTemplate, given: dict[str, str] | None) -> d
             raise InvalidRequest(f"Document parameter {key} does not match {p['regex']}.")
         values[key] = given[key]
     return values
+
+
+def lookup(name: str, version: str | None) -> ManagedTemplate:
+    """A managed template by name (and version, which must be the current one when given)."""
+    template = TEMPLATES.get(name)
+    if template is None or version not in (None, VERSION):
+        raise ResourceNotFound(f"The managed job template {name}{':' + version if version else ''} does not exist.")
+    return template

@@ -209,7 +209,7 @@ def parse_presigned(body: str) -> S3Object:
 
 
 def has_presigned(document: str | None) -> bool:
-    return bool(document) and "${aws:iot:s3-presigned-url" in document
+    return document is not None and "${aws:iot:s3-presigned-url" in document
 
 
 def render_for_delivery(document: str, presign: Callable[[S3Object], str]) -> str:

@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fleetjobs.domain.cron import MaintenanceWindow
+from fleetjobs.domain.job_config import parse_schedule_time
+
 # Credit never exceeds one minute of releases: after a pause (maintenance window, every instance
 # down) a rollout resumes at its rate instead of bursting the whole backlog.
 MAX_CREDIT_MINUTES = 1.0
@@ -84,7 +87,11 @@ def seconds_until_next(credit: float, rate_per_minute: float) -> float:
 
 # -- abort ------------------------------------------------------------------------------------------
 
-FAILURE_STATUSES = {"FAILED": ("FAILED",), "REJECTED": ("REJECTED",), "TIMED_OUT": ("TIMED_OUT",)}
+FAILURE_STATUSES: dict[str, tuple[str, ...]] = {
+    "FAILED": ("FAILED",),
+    "REJECTED": ("REJECTED",),
+    "TIMED_OUT": ("TIMED_OUT",),
+}
 FAILURE_STATUSES["ALL"] = ("FAILED", "REJECTED", "TIMED_OUT")
 EXECUTED_STATUSES = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT")
 
@@ -142,3 +149,29 @@ def may_retry(config: Mapping[str, Any] | None, status: str, failed_retries: int
     if "ALL" in criteria:
         return failed_retries + timed_out_retries < criteria["ALL"]
     return False
+
+
+# -- schedules (schedulingConfig) --------------------------------------------------------------------
+
+
+def windows_of(config: dict[str, Any] | None) -> list[MaintenanceWindow]:
+    sched = (config or {}).get("schedulingConfig") or {}
+    return [MaintenanceWindow.from_config(w) for w in sched.get("maintenanceWindows") or []]
+
+
+def end_time_of(config: dict[str, Any] | None) -> float | None:
+    end = ((config or {}).get("schedulingConfig") or {}).get("endTime")
+    return parse_schedule_time(end, "endTime") if end else None
+
+
+def start_time_of(config: dict[str, Any] | None) -> float | None:
+    start = ((config or {}).get("schedulingConfig") or {}).get("startTime")
+    return parse_schedule_time(start) if start else None
+
+
+def needs_engine(config: dict[str, Any] | None) -> bool:
+    """Does the job's rollout wait on the clock (staged, scheduled, windowed or ending)?"""
+    sched = (config or {}).get("schedulingConfig") or {}
+    return RolloutConfig.of(config) is not None or bool(
+        sched.get("startTime") or sched.get("maintenanceWindows") or sched.get("endTime")
+    )

@@ -10,6 +10,7 @@ section (or the whole ``state``) set to ``null`` is cleared.  ``delta`` is what 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from fleetjobs.domain.errors import InvalidRequest, ServiceError
@@ -150,19 +151,35 @@ def apply_update(
     return state, meta
 
 
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality of JSON values: ``true`` is not ``1`` (Python says it is), containers compare deeply."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
 def delta(desired: Any, reported: Any) -> dict[str, Any]:
-    """The desired keys whose values differ from reported (recursively for nested objects)."""
+    """The shadow delta as AWS computes it: the desired keys that reported lacks or disagrees with,
+    recursively for nested objects.  The one implementation: GetThingShadow's ``delta``, the fleet
+    index's ``shadow.delta.*`` / ``shadow.hasDelta`` and SearchIndex's documents all use it."""
     out: dict[str, Any] = {}
-    if not isinstance(desired, dict):
+    if not isinstance(desired, Mapping):
         return out
-    reported = reported if isinstance(reported, dict) else {}
+    reported_map = reported if isinstance(reported, Mapping) else {}
     for key, want in desired.items():
-        have = reported.get(key)
-        if isinstance(want, dict) and isinstance(have, dict):
-            sub = delta(want, have)
-            if sub:
-                out[key] = sub
-        elif key not in reported or want != have:
+        if want is None:
+            continue
+        if key not in reported_map:
+            out[key] = want
+        elif isinstance(want, Mapping) and isinstance(reported_map[key], Mapping):
+            nested = delta(want, reported_map[key])
+            if nested:
+                out[key] = nested
+        elif not json_equal(want, reported_map[key]):
             out[key] = want
     return out
 

@@ -10,9 +10,9 @@ import hashlib
 import json
 from typing import Any
 
-from fleetjobs.api.service_model import service_model
-from fleetjobs.api.validation import validate_input
 from fleetjobs.domain.errors import InvalidRequest, ServiceError
+from fleetjobs.model import service_model
+from fleetjobs.model.validation import validate_input
 
 # MQTT rejection codes for the service layer's errors (JOBS_API.md §5.4).
 REJECTION_CODE = {

@@ -22,8 +22,9 @@ import aiomqtt
 from fleetjobs.clock import Clock
 from fleetjobs.domain.errors import InvalidRequest, ServiceError
 from fleetjobs.mqtt import codec, notifications, topics
-from fleetjobs.service import events, pending_notices
+from fleetjobs.service import events
 from fleetjobs.service.device_jobs import DeviceJobs
+from fleetjobs.service.loops.notice_drain import NoticeDrain
 
 log = logging.getLogger("fleetjobs.mqtt")
 
@@ -247,10 +248,10 @@ class MqttGateway:
         for event in committed:
             if isinstance(event, events.PendingChanged):
                 self._spawn(self._publish_change(event))
-            elif isinstance(event, pending_notices.NoticesQueued):
+            elif isinstance(event, events.NoticesQueued):
                 self._notices_waiting.set()
 
-    async def run_notices(self, drain: pending_notices.NoticeDrain, poll: float = 0.5) -> None:
+    async def run_notices(self, drain: NoticeDrain, poll: float = 0.5) -> None:
         """Work through the durable notices (this instance's and, after their lease, dead ones')."""
         while True:
             try:

@@ -14,18 +14,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import select
-
 from fleetjobs.clock import Clock
 from fleetjobs.domain.arns import Partition
-from fleetjobs.domain.execution_state import COUNTER_FIELD
-from fleetjobs.service.event_configurations import ConfigurationsChanged, enabled
-from fleetjobs.service.events import ExecutionEvent, JobEvent
-from fleetjobs.store.database import Database
-from fleetjobs.store.schema import Job
+from fleetjobs.service.event_configurations import EventConfigurations
+from fleetjobs.service.events import ConfigurationsChanged, ExecutionEvent, JobEvent
+from fleetjobs.service.jobs import Jobs
 
 log = logging.getLogger("fleetjobs.mqtt.events")
-J = Job.__table__
 
 JOB_STATUS = {
     "completed": "COMPLETED",
@@ -41,13 +36,15 @@ SWITCHES_TTL = 1.0
 class JobEventsPublisher:
     def __init__(
         self,
-        db: Database,
+        jobs: Jobs,
+        switches: EventConfigurations,
         partition: Partition,
         clock: Clock,
         publish: Callable[[str, bytes], Awaitable[None]],
         spawn: Callable[[Any], None],
     ) -> None:
-        self.db = db
+        self.jobs = jobs
+        self.switches = switches
         self.partition = partition
         self.clock = clock
         self.publish = publish
@@ -66,10 +63,7 @@ class JobEventsPublisher:
         would otherwise cost a query.  Another instance's change is seen within that second."""
         now = time.monotonic()
         if self._switches_read is None or now - self._switches_read[0] > SWITCHES_TTL:
-            async with self.db.read() as conn:
-                jobs_on = await enabled(conn, "JOB")
-                executions_on = await enabled(conn, "JOB_EXECUTION")
-            self._switches_read = (now, (jobs_on, executions_on))
+            self._switches_read = (now, await self.switches.switches())
         return self._switches_read[1]
 
     async def _publish_all(self, events: list[Any]) -> None:
@@ -96,11 +90,10 @@ class JobEventsPublisher:
     async def _job_payload(self, event: JobEvent) -> bytes:
         doc = self._base("JOB", event.operation)
         doc.update({"jobId": event.job_id, "status": JOB_STATUS.get(event.operation, event.operation.upper())})
-        row: Any = None
+        current: dict[str, Any] | None = None
         if event.operation in WITH_DETAILS or event.snapshot is None:
-            async with self.db.read() as conn:
-                row = (await conn.execute(select(J).where(J.c.job_id == event.job_id))).first()
-        fields = event.snapshot or (row._mapping if row is not None else {})
+            current = await self.jobs.event_fields(event.job_id)
+        fields = event.snapshot or current or {}
         doc.update(
             {
                 k: v
@@ -114,12 +107,12 @@ class JobEventsPublisher:
                 if v is not None
             }
         )
-        if event.operation == "completed" and row is not None and row.completed_at is not None:
-            doc["completedAt"] = int(row.completed_at)
+        if event.operation == "completed" and current is not None and current["completed_at"] is not None:
+            doc["completedAt"] = int(current["completed_at"])
         if event.operation not in WITH_DETAILS and fields.get("comment"):
             doc["comment"] = fields["comment"]
-        if event.operation in WITH_DETAILS and row is not None:
-            doc["jobProcessDetails"] = {name: int(getattr(row, col)) for col, name in COUNTER_FIELD.items()}
+        if event.operation in WITH_DETAILS and current is not None:
+            doc["jobProcessDetails"] = current["job_process_details"]
         return json.dumps(doc, separators=(",", ":")).encode()
 
     def _execution_payload(self, event: ExecutionEvent) -> bytes:

@@ -6,35 +6,25 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fleetjobs.api.service_model import service_model
+from fleetjobs.model import service_model
+from fleetjobs.model import shapes_iot as shapes
 from fleetjobs.service.context import ServiceContext
+from fleetjobs.service.effects.event_switches import enabled
+from fleetjobs.service.events import CONFIGURATIONS_CHANGED
 from fleetjobs.store.database import record_event
-from fleetjobs.store.schema import EventConfiguration
+from fleetjobs.store.tables import EVENT_CONFIGURATIONS
 
-C = EventConfiguration.__table__
 EVENT_TYPES: tuple[str, ...] = tuple(service_model("iot").shape_for("EventType").enum)
-
-
-class ConfigurationsChanged:
-    """Domain event: this instance changed the switches (its publishers re-read them at once)."""
-
-
-CONFIGURATIONS_CHANGED = ConfigurationsChanged()
-
-
-async def enabled(conn: AsyncConnection, event_type: str) -> bool:
-    return bool(await conn.scalar(select(C.c.enabled).where(C.c.event_type == event_type)))
 
 
 class EventConfigurations:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
-    async def describe_event_configurations(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def describe_event_configurations(self, req: shapes.DescribeEventConfigurationsRequest) -> dict[str, Any]:
         async with self.ctx.db.read() as conn:
-            rows = {r.event_type: r for r in await conn.execute(select(C))}
+            rows = {r.event_type: r for r in await conn.execute(select(EVENT_CONFIGURATIONS))}
         created = min((r.created_at for r in rows.values()), default=None)
         modified = max((r.last_modified_at for r in rows.values()), default=None)
         return {
@@ -43,7 +33,7 @@ class EventConfigurations:
             "lastModifiedDate": modified,
         }
 
-    async def update_event_configurations(self, req: dict[str, Any]) -> None:
+    async def update_event_configurations(self, req: shapes.UpdateEventConfigurationsRequest) -> None:
         now = self.ctx.clock.now()
         configs = req.get("eventConfigurations") or {}
         async with self.ctx.db.write() as conn:
@@ -51,17 +41,26 @@ class EventConfigurations:
             for event_type, config in configs.items():
                 value = bool(config.get("Enabled", False))
                 result = await conn.execute(
-                    update(C).where(C.c.event_type == event_type).values(enabled=value, last_modified_at=now)
+                    update(EVENT_CONFIGURATIONS)
+                    .where(EVENT_CONFIGURATIONS.c.event_type == event_type)
+                    .values(enabled=value, last_modified_at=now)
                 )
                 if result.rowcount == 0:
                     try:
                         async with conn.begin_nested():
                             await conn.execute(
-                                C.insert().values(
+                                EVENT_CONFIGURATIONS.insert().values(
                                     event_type=event_type, enabled=value, created_at=now, last_modified_at=now
                                 )
                             )
                     except IntegrityError:  # another instance created it first: update theirs
                         await conn.execute(
-                            update(C).where(C.c.event_type == event_type).values(enabled=value, last_modified_at=now)
+                            update(EVENT_CONFIGURATIONS)
+                            .where(EVENT_CONFIGURATIONS.c.event_type == event_type)
+                            .values(enabled=value, last_modified_at=now)
                         )
+
+    async def switches(self) -> tuple[bool, bool]:
+        """(JOB events on?, JOB_EXECUTION events on?): what the ``$aws/events`` publisher asks."""
+        async with self.ctx.db.read() as conn:
+            return await enabled(conn, "JOB"), await enabled(conn, "JOB_EXECUTION")

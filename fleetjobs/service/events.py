@@ -7,6 +7,7 @@ schedule their work.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,12 +45,50 @@ class PendingChanged:
     notify_next: bool
 
 
+class NoticesQueued:
+    """Pending-list notices were committed: wake this instance's drain now rather than at its next poll."""
+
+
+class ConfigurationsChanged:
+    """This instance changed the ``$aws/events`` switches: its publishers re-read them at once."""
+
+
+class RolloutQueued:
+    """A job now waits on the rollout engine (staged, scheduled, windowed): wake it rather than wait a poll."""
+
+
+class DeletionRequested:
+    """A job became DELETION_IN_PROGRESS: wake the purger rather than wait a poll."""
+
+
+def job_snapshot(row: Any) -> dict[str, Any]:
+    """What a job event says of a job whose row may be gone by the time it is published."""
+    return {
+        "job_id": row.job_id,
+        "target_selection": row.target_selection,
+        "targets": row.targets,
+        "description": row.description,
+        "comment": row.comment,
+        "created_at": row.created_at,
+        "last_updated_at": row.last_updated_at,
+        "completed_at": row.completed_at,
+    }
+
+
+NOTICES_QUEUED = NoticesQueued()
+CONFIGURATIONS_CHANGED = ConfigurationsChanged()
+ROLLOUT_QUEUED = RolloutQueued()
+DELETION_REQUESTED = DeletionRequested()
+
+Listener = Callable[[list[Any]], None]
+
+
 class EventHub:
     def __init__(self) -> None:
-        self._domain: list[Any] = []
+        self._domain: list[Listener] = []
 
-    def subscribe_domain(self, listener: Any) -> None:
-        """``listener(events)`` receives committed JobEvent / ExecutionEvent lists."""
+    def subscribe_domain(self, listener: Listener) -> None:
+        """``listener(events)`` receives the events of each committed transaction."""
         self._domain.append(listener)
 
     def dispatch(self, events: list[Any]) -> None:

@@ -13,35 +13,28 @@ AWS rules reproduced here, beyond what the botocore model validates:
 * ``versionUpdateByJobsConfig`` lives in the account-wide setting ``package_configuration``.
 
 The jobs service resolves ``${aws:iot:package:...}`` placeholders and ``destinationPackageVersions``
-through :func:`version_for_job` / :func:`package_configuration`, on its own connection.
+through :mod:`fleetjobs.service.effects.package_versions`, in its own transaction.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sqlalchemy import delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fleetjobs.domain.errors import Conflict, InvalidRequest, ResourceNotFound, ServiceError
+from fleetjobs.domain.errors import Conflict, ResourceNotFound, ServiceError
+from fleetjobs.model import shapes_iot as shapes
 from fleetjobs.service.context import ServiceContext
-from fleetjobs.service.pagination import compact, decode_token, page, page_size
-from fleetjobs.service.registry_queries import locked, retry_once_on_integrity_error
-from fleetjobs.store.schema import Package, PackageVersion, ServiceSetting
-
-P = Package.__table__
-V = PackageVersion.__table__
-SS = ServiceSetting.__table__
+from fleetjobs.service.effects.package_versions import CONFIGURATION, package_configuration
+from fleetjobs.service.pagination import compact, page, page_size, token_str
+from fleetjobs.store.sql import locked, retry_once_on_integrity_error
+from fleetjobs.store.tables import PACKAGE_VERSIONS, PACKAGES, SETTINGS
 
 DRAFT, PUBLISHED, DEPRECATED = "DRAFT", "PUBLISHED", "DEPRECATED"
 # action -> (states it may be applied in, resulting state)
 TRANSITIONS = {"PUBLISH": ((DRAFT, DEPRECATED), PUBLISHED), "DEPRECATE": ((PUBLISHED,), DEPRECATED)}
 MAX_ATTRIBUTES_BYTES = 3072
-DEFAULT_VERSION = "$default"
-CONFIGURATION = "package_configuration"
-DEFAULT_CONFIGURATION: dict[str, Any] = {"versionUpdateByJobsConfig": {"enabled": False}}
 
 
 class Validation(ServiceError):
@@ -68,51 +61,21 @@ def _version_not_found(name: str, version: str) -> ResourceNotFound:
     return ResourceNotFound(f"Package version {version} of package {name} does not exist.")
 
 
-async def version_for_job(conn: AsyncConnection, package: str, version: str) -> dict[str, Any] | None:
-    """``{"status", "attributes", "artifact", "versionName"}`` of a package version, or None if there is no
-    such package or version.  ``$default`` resolves to the package's default version (None without one)."""
-    if version == DEFAULT_VERSION:
-        version = await conn.scalar(select(P.c.default_version_name).where(P.c.package_name == package))
-        if version is None:
-            return None
-    row = (
-        await conn.execute(
-            select(V.c.status, V.c.attributes, V.c.artifact).where(
-                V.c.package_name == package, V.c.version_name == version
-            )
-        )
-    ).first()
-    if row is None:
-        return None
-    return {
-        "status": row.status,
-        "attributes": dict(row.attributes or {}),
-        "artifact": row.artifact,
-        "versionName": version,
-    }
-
-
-async def package_configuration(conn: AsyncConnection) -> dict[str, Any]:
-    """The stored GetPackageConfiguration answer (``versionUpdateByJobsConfig``)."""
-    value = await conn.scalar(select(SS.c.value).where(SS.c.name == CONFIGURATION))
-    return value if value is not None else json.loads(json.dumps(DEFAULT_CONFIGURATION))
-
-
 class Packages:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
     # -- packages ------------------------------------------------------------------------------------
 
-    async def create_package(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def create_package(self, req: shapes.CreatePackageRequest) -> dict[str, Any]:
         name = req["packageName"]
         now = self.ctx.clock.now()
         try:
             async with self.ctx.db.write() as conn:
-                if await conn.scalar(select(exists().where(P.c.package_name == name))):
+                if await conn.scalar(select(exists().where(PACKAGES.c.package_name == name))):
                     raise self._package_exists(name)
                 await conn.execute(
-                    insert(P).values(
+                    insert(PACKAGES).values(
                         package_name=name,
                         description=req.get("description"),
                         default_version_name=None,
@@ -127,10 +90,10 @@ class Packages:
             {"packageName": name, "packageArn": self.ctx.partition.package(name), "description": req.get("description")}
         )
 
-    async def get_package(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def get_package(self, req: shapes.GetPackageRequest) -> dict[str, Any]:
         name = req["packageName"]
         async with self.ctx.db.read() as conn:
-            row = (await conn.execute(select(P).where(P.c.package_name == name))).first()
+            row = (await conn.execute(select(PACKAGES).where(PACKAGES.c.package_name == name))).first()
         if row is None:
             raise _package_not_found(name)
         return compact(
@@ -144,14 +107,16 @@ class Packages:
             }
         )
 
-    async def list_packages(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def list_packages(self, req: shapes.ListPackagesRequest) -> dict[str, Any]:
         size = page_size(req)
-        after = self._token(req)
-        q = select(P.c.package_name, P.c.default_version_name, P.c.created_at, P.c.last_modified_at)
+        after = token_str(req)
+        q = select(
+            PACKAGES.c.package_name, PACKAGES.c.default_version_name, PACKAGES.c.created_at, PACKAGES.c.last_modified_at
+        )
         if after is not None:
-            q = q.where(P.c.package_name > after)
+            q = q.where(PACKAGES.c.package_name > after)
         async with self.ctx.db.read() as conn:
-            rows = (await conn.execute(q.order_by(P.c.package_name).limit(size + 1))).all()
+            rows = (await conn.execute(q.order_by(PACKAGES.c.package_name).limit(size + 1))).all()
         rows, token = page(rows, size, lambda r: r.package_name)
         return {
             "packageSummaries": [
@@ -168,7 +133,7 @@ class Packages:
             "nextToken": token,
         }
 
-    async def update_package(self, req: dict[str, Any]) -> None:
+    async def update_package(self, req: shapes.UpdatePackageRequest) -> None:
         name = req["packageName"]
         default = req.get("defaultVersionName")
         unset = req.get("unsetDefaultVersion")
@@ -177,7 +142,7 @@ class Packages:
                 "You cannot name a defaultVersionName and set unsetDefaultVersion to true at the same time."
             )
         async with self.ctx.db.write() as conn:
-            row = (await conn.execute(locked(select(P).where(P.c.package_name == name), conn))).first()
+            row = (await conn.execute(locked(select(PACKAGES).where(PACKAGES.c.package_name == name), conn))).first()
             if row is None:
                 raise _package_not_found(name)
             values: dict[str, Any] = {"last_modified_at": self.ctx.clock.now()}
@@ -186,7 +151,9 @@ class Packages:
             if unset:
                 values["default_version_name"] = None
             elif default is not None:
-                q = select(V.c.status).where(V.c.package_name == name, V.c.version_name == default)
+                q = select(PACKAGE_VERSIONS.c.status).where(
+                    PACKAGE_VERSIONS.c.package_name == name, PACKAGE_VERSIONS.c.version_name == default
+                )
                 status = await conn.scalar(locked(q, conn, shared=True))
                 if status is None:
                     raise _version_not_found(name, default)
@@ -195,23 +162,25 @@ class Packages:
                         f"Package version {default} is {status}: only a PUBLISHED version can be the default version."
                     )
                 values["default_version_name"] = default
-            await conn.execute(update(P).where(P.c.package_name == name).values(**values))
+            await conn.execute(update(PACKAGES).where(PACKAGES.c.package_name == name).values(**values))
 
-    async def delete_package(self, req: dict[str, Any]) -> None:
+    async def delete_package(self, req: shapes.DeletePackageRequest) -> None:
         name = req["packageName"]
         async with self.ctx.db.write() as conn:
-            row = (await conn.execute(locked(select(P.c.package_name).where(P.c.package_name == name), conn))).first()
+            row = (
+                await conn.execute(locked(select(PACKAGES.c.package_name).where(PACKAGES.c.package_name == name), conn))
+            ).first()
             if row is None:
                 return
-            if await conn.scalar(select(exists().where(V.c.package_name == name))):
+            if await conn.scalar(select(exists().where(PACKAGE_VERSIONS.c.package_name == name))):
                 raise Validation(
                     f"Package {name} still has package versions: delete all its versions before deleting the package."
                 )
-            await conn.execute(delete(P).where(P.c.package_name == name))
+            await conn.execute(delete(PACKAGES).where(PACKAGES.c.package_name == name))
 
     # -- versions ------------------------------------------------------------------------------------
 
-    async def create_package_version(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def create_package_version(self, req: shapes.CreatePackageVersionRequest) -> dict[str, Any]:
         name, version = req["packageName"], req["versionName"]
         attributes = req.get("attributes") or {}
         _check_attributes(attributes)
@@ -219,13 +188,19 @@ class Packages:
 
         async def attempt() -> None:
             async with self.ctx.db.write() as conn:
-                q = locked(select(P.c.package_name).where(P.c.package_name == name), conn, shared=True)
+                q = locked(select(PACKAGES.c.package_name).where(PACKAGES.c.package_name == name), conn, shared=True)
                 if (await conn.execute(q)).first() is None:
                     raise Validation(f"Package {name} does not exist.")
-                if await conn.scalar(select(exists().where(V.c.package_name == name, V.c.version_name == version))):
+                if await conn.scalar(
+                    select(
+                        exists().where(
+                            PACKAGE_VERSIONS.c.package_name == name, PACKAGE_VERSIONS.c.version_name == version
+                        )
+                    )
+                ):
                     raise self._version_exists(name, version)
                 await conn.execute(
-                    insert(V).values(
+                    insert(PACKAGE_VERSIONS).values(
                         package_name=name,
                         version_name=version,
                         description=req.get("description"),
@@ -256,10 +231,16 @@ class Packages:
             }
         )
 
-    async def get_package_version(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def get_package_version(self, req: shapes.GetPackageVersionRequest) -> dict[str, Any]:
         name, version = req["packageName"], req["versionName"]
         async with self.ctx.db.read() as conn:
-            row = (await conn.execute(select(V).where(V.c.package_name == name, V.c.version_name == version))).first()
+            row = (
+                await conn.execute(
+                    select(PACKAGE_VERSIONS).where(
+                        PACKAGE_VERSIONS.c.package_name == name, PACKAGE_VERSIONS.c.version_name == version
+                    )
+                )
+            ).first()
         if row is None:
             raise _version_not_found(name, version)
         return compact(
@@ -279,17 +260,22 @@ class Packages:
             }
         )
 
-    async def list_package_versions(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def list_package_versions(self, req: shapes.ListPackageVersionsRequest) -> dict[str, Any]:
         name = req["packageName"]
         size = page_size(req)
-        after = self._token(req)
-        q = select(V.c.version_name, V.c.status, V.c.created_at, V.c.last_modified_at).where(V.c.package_name == name)
+        after = token_str(req)
+        q = select(
+            PACKAGE_VERSIONS.c.version_name,
+            PACKAGE_VERSIONS.c.status,
+            PACKAGE_VERSIONS.c.created_at,
+            PACKAGE_VERSIONS.c.last_modified_at,
+        ).where(PACKAGE_VERSIONS.c.package_name == name)
         if req.get("status"):
-            q = q.where(V.c.status == req["status"])
+            q = q.where(PACKAGE_VERSIONS.c.status == req["status"])
         if after is not None:
-            q = q.where(V.c.version_name > after)
+            q = q.where(PACKAGE_VERSIONS.c.version_name > after)
         async with self.ctx.db.read() as conn:
-            rows = (await conn.execute(q.order_by(V.c.version_name).limit(size + 1))).all()
+            rows = (await conn.execute(q.order_by(PACKAGE_VERSIONS.c.version_name).limit(size + 1))).all()
         rows, token = page(rows, size, lambda r: r.version_name)
         return {
             "packageVersionSummaries": [
@@ -305,10 +291,12 @@ class Packages:
             "nextToken": token,
         }
 
-    async def update_package_version(self, req: dict[str, Any]) -> None:
+    async def update_package_version(self, req: shapes.UpdatePackageVersionRequest) -> None:
         name, version = req["packageName"], req["versionName"]
         async with self.ctx.db.write() as conn:
-            q = select(V.c.status).where(V.c.package_name == name, V.c.version_name == version)
+            q = select(PACKAGE_VERSIONS.c.status).where(
+                PACKAGE_VERSIONS.c.package_name == name, PACKAGE_VERSIONS.c.version_name == version
+            )
             status = await conn.scalar(locked(q, conn))
             if status is None:
                 raise _version_not_found(name, version)
@@ -339,13 +327,19 @@ class Packages:
                         resourceId=version,
                     )
                 values["status"] = target
-            await conn.execute(update(V).where(V.c.package_name == name, V.c.version_name == version).values(**values))
+            await conn.execute(
+                update(PACKAGE_VERSIONS)
+                .where(PACKAGE_VERSIONS.c.package_name == name, PACKAGE_VERSIONS.c.version_name == version)
+                .values(**values)
+            )
 
-    async def delete_package_version(self, req: dict[str, Any]) -> None:
+    async def delete_package_version(self, req: shapes.DeletePackageVersionRequest) -> None:
         name, version = req["packageName"], req["versionName"]
         async with self.ctx.db.write() as conn:
             package = (
-                await conn.execute(locked(select(P.c.default_version_name).where(P.c.package_name == name), conn))
+                await conn.execute(
+                    locked(select(PACKAGES.c.default_version_name).where(PACKAGES.c.package_name == name), conn)
+                )
             ).first()
             if package is None:
                 return
@@ -354,15 +348,19 @@ class Packages:
                     f"Package version {version} is the default version of package {name}: "
                     "un-set it (UpdatePackage unsetDefaultVersion) before deleting it."
                 )
-            await conn.execute(delete(V).where(V.c.package_name == name, V.c.version_name == version))
+            await conn.execute(
+                delete(PACKAGE_VERSIONS).where(
+                    PACKAGE_VERSIONS.c.package_name == name, PACKAGE_VERSIONS.c.version_name == version
+                )
+            )
 
     # -- configuration -------------------------------------------------------------------------------
 
-    async def get_package_configuration(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def get_package_configuration(self, req: shapes.GetPackageConfigurationRequest) -> dict[str, Any]:
         async with self.ctx.db.read() as conn:
             return await package_configuration(conn)
 
-    async def update_package_configuration(self, req: dict[str, Any]) -> None:
+    async def update_package_configuration(self, req: shapes.UpdatePackageConfigurationRequest) -> None:
         given = req.get("versionUpdateByJobsConfig")
         if given is None:
             return
@@ -370,27 +368,24 @@ class Packages:
 
         async def attempt() -> None:
             async with self.ctx.db.write() as conn:
-                current = await conn.scalar(locked(select(SS.c.value).where(SS.c.name == CONFIGURATION), conn))
+                current = await conn.scalar(
+                    locked(select(SETTINGS.c.value).where(SETTINGS.c.name == CONFIGURATION), conn)
+                )
                 config = {k: v for k, v in given.items() if v is not None}  # the structure is replaced as a whole
                 config.setdefault("enabled", False)
                 if config.get("enabled") and not config.get("roleArn"):
                     raise Validation("versionUpdateByJobsConfig.roleArn is required when enabled is true.")
                 value = {"versionUpdateByJobsConfig": config}
                 if current is None:
-                    await conn.execute(insert(SS).values(name=CONFIGURATION, value=value, updated_at=now))
+                    await conn.execute(insert(SETTINGS).values(name=CONFIGURATION, value=value, updated_at=now))
                 else:
-                    await conn.execute(update(SS).where(SS.c.name == CONFIGURATION).values(value=value, updated_at=now))
+                    await conn.execute(
+                        update(SETTINGS).where(SETTINGS.c.name == CONFIGURATION).values(value=value, updated_at=now)
+                    )
 
         await retry_once_on_integrity_error(attempt)
 
     # -- internals -----------------------------------------------------------------------------------
-
-    @staticmethod
-    def _token(req: dict[str, Any]) -> str | None:
-        after = decode_token(req.get("nextToken"))
-        if after is not None and not isinstance(after, str):
-            raise InvalidRequest("The nextToken is invalid")
-        return after
 
     @staticmethod
     def _package_exists(name: str) -> Conflict:

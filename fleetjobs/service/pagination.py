@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from fleetjobs.domain.errors import InvalidRequest
 
 DEFAULT_PAGE = 50
+R = TypeVar("R")
 
 
 def encode_token(key: Any) -> str:
@@ -25,18 +27,27 @@ def decode_token(token: str | None) -> Any:
         raise InvalidRequest("The nextToken is invalid") from None
 
 
-def page_size(req: dict[str, Any], default: int = DEFAULT_PAGE) -> int:
+def page_size(req: Mapping[str, Any], default: int = DEFAULT_PAGE) -> int:
     return int(req.get("maxResults") or default)
 
 
-def page(rows: list[Any], size: int, key_of: Any) -> tuple[list[Any], str | None]:
+def page(rows: Sequence[R], size: int, key_of: Callable[[R], Any]) -> tuple[list[R], str | None]:
     """Trim a ``size + 1`` fetch to ``size`` rows and give the token for the next page."""
     if len(rows) > size:
-        rows = rows[:size]
-        return rows, encode_token(key_of(rows[-1]))
-    return rows, None
+        kept = list(rows[:size])
+        return kept, encode_token(key_of(kept[-1]))
+    return list(rows), None
 
 
 def compact(doc: dict[str, Any]) -> dict[str, Any]:
     """Drop ``None`` members: AWS omits absent members rather than sending nulls."""
     return {k: v for k, v in doc.items() if v is not None}
+
+
+def token_str(req: Mapping[str, Any]) -> str | None:
+    """The last name of the previous page, from a name-keyed ``nextToken`` (a token of another
+    listing, keyed otherwise, is as invalid as a forged one)."""
+    after = decode_token(req.get("nextToken"))
+    if after is not None and not isinstance(after, str):
+        raise InvalidRequest("The nextToken is invalid")
+    return after

@@ -1,13 +1,14 @@
 """Custom job templates: CreateJobTemplate, DescribeJobTemplate, ListJobTemplates, DeleteJobTemplate.
 
 A template is a stored, reusable set of CreateJob members (JOBS_API.md §1.3).  The jobs service
-reads one through :meth:`JobTemplates.template_for_job` inside its own transaction, so a
+reads one through :mod:`fleetjobs.service.effects.job_templates` inside its own transaction, so a
 template deleted concurrently cannot leave a half-inherited job.  Nothing is cached in-process:
 several server processes may share one PostgreSQL database.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, or_, select
@@ -17,26 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from fleetjobs.domain import job_config, managed_templates
 from fleetjobs.domain.arns import parse_arn
 from fleetjobs.domain.errors import Conflict, InvalidRequest, ResourceNotFound
+from fleetjobs.model import shapes_iot as shapes
 from fleetjobs.service.context import ServiceContext
+from fleetjobs.service.effects.job_templates import JOB_CONFIG_MEMBERS, TEMPLATE_CONFIG_MEMBERS
 from fleetjobs.service.pagination import compact, decode_token, page, page_size
-from fleetjobs.store.schema import Job, JobTemplate
-
-T = JobTemplate.__table__
-J = Job.__table__
-
-# Configuration members a template stores in its ``config`` column (camelCase, as AWS returns them).
-TEMPLATE_CONFIG_MEMBERS = (
-    "presignedUrlConfig",
-    "jobExecutionsRolloutConfig",
-    "abortConfig",
-    "timeoutConfig",
-    "jobExecutionsRetryConfig",
-    "maintenanceWindows",
-    "destinationPackageVersions",
-)
-# Members copied from a job's stored CreateJob configuration when a template is made from ``jobArn``;
-# maintenance windows come out of its ``schedulingConfig`` (a template has no start/end times).
-_JOB_CONFIG_MEMBERS = tuple(m for m in TEMPLATE_CONFIG_MEMBERS if m != "maintenanceWindows")
+from fleetjobs.store.tables import JOB_TEMPLATES, JOBS
 
 
 class JobTemplates:
@@ -45,12 +31,14 @@ class JobTemplates:
 
     # -- operations --------------------------------------------------------------------------------
 
-    async def create_job_template(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def create_job_template(self, req: shapes.CreateJobTemplateRequest) -> dict[str, Any]:
         job_config.validate_template_request(req)
         template_id = req["jobTemplateId"]
         now = self.ctx.clock.now()
         async with self.ctx.db.write() as conn:
-            if await conn.scalar(select(T.c.job_template_id).where(T.c.job_template_id == template_id)):
+            if await conn.scalar(
+                select(JOB_TEMPLATES.c.job_template_id).where(JOB_TEMPLATES.c.job_template_id == template_id)
+            ):
                 raise self._exists(template_id)
             content = dict(req)
             if req.get("jobArn"):
@@ -59,7 +47,7 @@ class JobTemplates:
                 job_config.validate_template_request(content)
             try:
                 await conn.execute(
-                    insert(T).values(
+                    insert(JOB_TEMPLATES).values(
                         job_template_id=template_id,
                         description=content["description"],
                         document=content.get("document"),
@@ -74,10 +62,12 @@ class JobTemplates:
                 raise self._exists(template_id) from None
         return {"jobTemplateArn": self.ctx.partition.job_template(template_id), "jobTemplateId": template_id}
 
-    async def describe_job_template(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def describe_job_template(self, req: shapes.DescribeJobTemplateRequest) -> dict[str, Any]:
         template_id = req["jobTemplateId"]
         async with self.ctx.db.read() as conn:
-            row = (await conn.execute(select(T).where(T.c.job_template_id == template_id))).first()
+            row = (
+                await conn.execute(select(JOB_TEMPLATES).where(JOB_TEMPLATES.c.job_template_id == template_id))
+            ).first()
         if row is None:
             raise self._not_found(template_id)
         config = row.config or {}
@@ -93,19 +83,22 @@ class JobTemplates:
             }
         )
 
-    async def list_job_templates(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def list_job_templates(self, req: shapes.ListJobTemplatesRequest) -> dict[str, Any]:
         """Newest first, like ListJobs; the token is the (createdAt, id) of the last row returned."""
         size = page_size(req)
         after = decode_token(req.get("nextToken"))
-        q = select(T.c.job_template_id, T.c.description, T.c.created_at)
+        q = select(JOB_TEMPLATES.c.job_template_id, JOB_TEMPLATES.c.description, JOB_TEMPLATES.c.created_at)
         if after is not None:
             if not (isinstance(after, list) and len(after) == 2 and isinstance(after[1], str)):
                 raise InvalidRequest("The nextToken is invalid")
             created, template_id = after
             q = q.where(
-                or_(T.c.created_at < created, and_(T.c.created_at == created, T.c.job_template_id > template_id))
+                or_(
+                    JOB_TEMPLATES.c.created_at < created,
+                    and_(JOB_TEMPLATES.c.created_at == created, JOB_TEMPLATES.c.job_template_id > template_id),
+                )
             )
-        q = q.order_by(T.c.created_at.desc(), T.c.job_template_id).limit(size + 1)
+        q = q.order_by(JOB_TEMPLATES.c.created_at.desc(), JOB_TEMPLATES.c.job_template_id).limit(size + 1)
         async with self.ctx.db.read() as conn:
             rows = (await conn.execute(q)).all()
         rows, token = page(rows, size, lambda r: [r.created_at, r.job_template_id])
@@ -122,17 +115,17 @@ class JobTemplates:
         ]
         return {"jobTemplates": summaries, "nextToken": token}
 
-    async def delete_job_template(self, req: dict[str, Any]) -> None:
+    async def delete_job_template(self, req: shapes.DeleteJobTemplateRequest) -> None:
         """Jobs created from the template keep their copy of its members and its ARN."""
         template_id = req["jobTemplateId"]
         async with self.ctx.db.write() as conn:
-            result = await conn.execute(delete(T).where(T.c.job_template_id == template_id))
+            result = await conn.execute(delete(JOB_TEMPLATES).where(JOB_TEMPLATES.c.job_template_id == template_id))
             if result.rowcount == 0:
                 raise self._not_found(template_id)
 
     # -- AWS managed templates ---------------------------------------------------------------------
 
-    async def list_managed_job_templates(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def list_managed_job_templates(self, req: shapes.ListManagedJobTemplatesRequest) -> dict[str, Any]:
         names = sorted(managed_templates.TEMPLATES)
         if req.get("templateName"):
             names = [n for n in names if n == req["templateName"]]
@@ -154,8 +147,8 @@ class JobTemplates:
         ]
         return {"managedJobTemplates": summaries, "nextToken": token}
 
-    async def describe_managed_job_template(self, req: dict[str, Any]) -> dict[str, Any]:
-        template = self._managed(req["templateName"], req.get("templateVersion"))
+    async def describe_managed_job_template(self, req: shapes.DescribeManagedJobTemplateRequest) -> dict[str, Any]:
+        template = managed_templates.lookup(req["templateName"], req.get("templateVersion"))
         return {
             "templateName": template.name,
             "templateArn": template.arn(self.ctx.partition.region),
@@ -166,46 +159,9 @@ class JobTemplates:
             "document": template.document,
         }
 
-    @staticmethod
-    def _managed(name: str, version: str | None) -> managed_templates.ManagedTemplate:
-        template = managed_templates.TEMPLATES.get(name)
-        if template is None or version not in (None, managed_templates.VERSION):
-            raise ResourceNotFound(f"The managed job template {name}{':' + version if version else ''} does not exist.")
-        return template
-
-    # -- for the jobs service ----------------------------------------------------------------------
-
-    async def template_for_job(self, conn: AsyncConnection, job_template_arn: str) -> dict[str, Any]:
-        """The CreateJob members a job created from ``job_template_arn`` inherits.
-
-        Runs on the caller's connection so that the read belongs to its CreateJob transaction.
-        Members the template does not set are absent; the caller lets the request override any.
-        """
-        arn = parse_arn(job_template_arn)
-        if arn.resource_type != "jobtemplate":
-            raise InvalidRequest(f"{job_template_arn} is not a job template ARN.")
-        if arn.account == "":
-            template = self._managed(arn.resource_id.split(":", 1)[0], _version_of(arn.resource_id))
-            return {"document": template.document, "description": template.description, "managedTemplate": template}
-        if arn.account != self.ctx.partition.account or arn.region != self.ctx.partition.region:
-            raise InvalidRequest(f"{job_template_arn} is not a job template of this account and region.")
-        row = (await conn.execute(select(T).where(T.c.job_template_id == arn.resource_id))).first()
-        if row is None:
-            raise self._not_found(arn.resource_id)
-        config = row.config or {}
-        inherited: dict[str, Any] = {
-            "document": row.document,
-            "documentSource": row.document_source,
-            "description": row.description,
-            **{m: config.get(m) for m in _JOB_CONFIG_MEMBERS},
-        }
-        if config.get("maintenanceWindows"):
-            inherited["schedulingConfig"] = {"maintenanceWindows": config["maintenanceWindows"]}
-        return compact(inherited)
-
     # -- internals ---------------------------------------------------------------------------------
 
-    async def _content_from_job(self, conn: AsyncConnection, req: dict[str, Any]) -> dict[str, Any]:
+    async def _content_from_job(self, conn: AsyncConnection, req: Mapping[str, Any]) -> dict[str, Any]:
         """The request with the document and configuration of the job named by ``jobArn`` filled in.
 
         Members given in the request win over the job's, so a template can start from a job and
@@ -218,11 +174,11 @@ class JobTemplates:
             raise InvalidRequest(f"{job_arn} is not a valid job ARN.") from None
         if arn.resource_type != "job":
             raise InvalidRequest(f"{job_arn} is not a job ARN.")
-        if arn.account != self.ctx.partition.account or arn.region != self.ctx.partition.region:
+        if not self.ctx.partition.owns(arn):
             raise InvalidRequest(f"{job_arn} is not a job of this account and region.")
         job = (
             await conn.execute(
-                select(J.c.document, J.c.document_source, J.c.config).where(J.c.job_id == arn.resource_id)
+                select(JOBS.c.document, JOBS.c.document_source, JOBS.c.config).where(JOBS.c.job_id == arn.resource_id)
             )
         ).first()
         if job is None:
@@ -231,7 +187,7 @@ class JobTemplates:
         content: dict[str, Any] = {
             "document": job.document,
             "documentSource": job.document_source,
-            **{m: job_config_members.get(m) for m in _JOB_CONFIG_MEMBERS},
+            **{m: job_config_members.get(m) for m in JOB_CONFIG_MEMBERS},
             "maintenanceWindows": (job_config_members.get("schedulingConfig") or {}).get("maintenanceWindows"),
         }
         for member, value in req.items():
@@ -246,7 +202,3 @@ class JobTemplates:
     @staticmethod
     def _not_found(template_id: str) -> ResourceNotFound:
         return ResourceNotFound(f"Job template {template_id} does not exist.")
-
-
-def _version_of(resource_id: str) -> str | None:
-    return resource_id.split(":", 1)[1] if ":" in resource_id else None

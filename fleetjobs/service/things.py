@@ -20,65 +20,29 @@ version read, and unique-constraint races are answered by re-running the request
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import delete, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fleetjobs.domain.errors import InvalidRequest, ResourceAlreadyExists, ResourceNotFound, VersionConflict
-from fleetjobs.service.context import ServiceContext
-from fleetjobs.service.execution_moves import remove_thing_executions
-from fleetjobs.service.fleet_index import thing_changed
-from fleetjobs.service.pagination import compact, decode_token, page, page_size
-from fleetjobs.service.pending_notices import notice_things
-from fleetjobs.service.registry_queries import (
+from fleetjobs.domain.registry import (
     apply_attribute_payload,
-    locked,
+    check_attribute_count,
+    check_searchable_attributes,
+    normalize_type_properties,
     payload_attributes,
-    prefix_of,
-    retry_once_on_integrity_error,
 )
-from fleetjobs.service.shadows import delete_thing_shadows
-from fleetjobs.store.schema import Thing, ThingGroupMember, ThingType
-
-T = Thing.__table__
-TT = ThingType.__table__
-M = ThingGroupMember.__table__
-
-# AWS IoT quotas: attributes per thing without / with a thing type; searchable attributes per type.
-MAX_ATTRIBUTES_WITHOUT_TYPE = 3
-MAX_ATTRIBUTES_WITH_TYPE = 50
-MAX_SEARCHABLE_ATTRIBUTES = 3
-
-
-def check_attribute_count(attributes: dict[str, str], thing_type_name: str | None) -> None:
-    limit = MAX_ATTRIBUTES_WITH_TYPE if thing_type_name else MAX_ATTRIBUTES_WITHOUT_TYPE
-    if len(attributes) > limit:
-        kind = "with" if thing_type_name else "without"
-        raise InvalidRequest(
-            f"A thing {kind} a thing type can have at most {limit} attributes; this request gives it {len(attributes)}."
-        )
-
-
-def normalize_type_properties(props: dict[str, Any] | None) -> dict[str, Any]:
-    """Stored form of ThingTypeProperties: members that carry something (so absent == empty)."""
-    return {k: v for k, v in (props or {}).items() if v not in (None, "", [], {})}
-
-
-def check_searchable_attributes(props: dict[str, Any]) -> None:
-    n = len(props.get("searchableAttributes") or [])
-    if n > MAX_SEARCHABLE_ATTRIBUTES:
-        raise InvalidRequest(
-            f"A thing type can have at most {MAX_SEARCHABLE_ATTRIBUTES} searchable attributes; {n} were given."
-        )
-
-
-def _token_str(req: dict[str, Any]) -> str | None:
-    """The last name of the previous page, from a keyset ``nextToken``."""
-    after = decode_token(req.get("nextToken"))
-    if after is not None and not isinstance(after, str):
-        raise InvalidRequest("The nextToken is invalid")
-    return after
+from fleetjobs.model import shapes_iot as shapes
+from fleetjobs.service.context import ServiceContext
+from fleetjobs.service.effects.execution_moves import remove_thing_executions
+from fleetjobs.service.effects.index_sync import thing_changed
+from fleetjobs.service.effects.notices import notice_things
+from fleetjobs.service.effects.shadow_writes import delete_thing_shadows
+from fleetjobs.service.pagination import compact, page, page_size, token_str
+from fleetjobs.store.sql import locked, prefix_of, retry_once_on_integrity_error
+from fleetjobs.store.tables import GROUP_MEMBERS, THING_TYPES, THINGS
 
 
 class Things:
@@ -87,7 +51,7 @@ class Things:
 
     # -- things ------------------------------------------------------------------------------------
 
-    async def create_thing(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def create_thing(self, req: shapes.CreateThingRequest) -> dict[str, Any]:
         name: str = req["thingName"]
         type_name: str | None = req.get("thingTypeName")
         attributes = payload_attributes(req.get("attributePayload"))
@@ -98,7 +62,7 @@ class Things:
 
         async def attempt() -> dict[str, Any]:
             async with self.ctx.db.write() as conn:
-                row = (await conn.execute(select(T).where(T.c.thing_name == name))).first()
+                row = (await conn.execute(select(THINGS).where(THINGS.c.thing_name == name))).first()
                 if row is not None:
                     same = (row.thing_type_name, row.attributes or {}, row.billing_group_name) == (
                         type_name,
@@ -116,7 +80,7 @@ class Things:
                     await self._usable_thing_type(conn, type_name, "create new thing with")
                 thing_id = str(uuid.uuid4())
                 await conn.execute(
-                    insert(T).values(
+                    insert(THINGS).values(
                         thing_name=name,
                         thing_id=thing_id,
                         thing_type_name=type_name,
@@ -126,17 +90,15 @@ class Things:
                         created_at=self.ctx.clock.now(),
                     )
                 )
-                await thing_changed(
-                    conn, name, self.ctx.clock.now(), created=True, partition=self.ctx.partition
-                )  # dynamic thing groups
+                await thing_changed(conn, name, self.ctx.clock.now(), created=True)  # dynamic thing groups
                 return self._created(name, thing_id)
 
         return await retry_once_on_integrity_error(attempt)
 
-    async def describe_thing(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def describe_thing(self, req: shapes.DescribeThingRequest) -> dict[str, Any]:
         name = req["thingName"]
         async with self.ctx.db.read() as conn:
-            row = (await conn.execute(select(T).where(T.c.thing_name == name))).first()
+            row = (await conn.execute(select(THINGS).where(THINGS.c.thing_name == name))).first()
         if row is None:
             raise self._thing_not_found(name)
         return compact(
@@ -152,31 +114,31 @@ class Things:
             }
         )
 
-    async def list_things(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def list_things(self, req: shapes.ListThingsRequest) -> dict[str, Any]:
         """By name; every filter is a WHERE clause so pages stay full and the walk stays O(page).
 
         Unlike AWS, which refuses it, combining an attribute filter with ``thingTypeName`` works.
         """
         size = page_size(req)
-        after = _token_str(req)
+        after = token_str(req)
         attr_name: str | None = req.get("attributeName")
         attr_value: str | None = req.get("attributeValue")
         if attr_value is not None and attr_name is None:
             raise InvalidRequest("attributeValue requires attributeName.")
-        q = select(T.c.thing_name, T.c.thing_type_name, T.c.attributes, T.c.version)
+        q = select(THINGS.c.thing_name, THINGS.c.thing_type_name, THINGS.c.attributes, THINGS.c.version)
         if after is not None:
-            q = q.where(T.c.thing_name > after)
+            q = q.where(THINGS.c.thing_name > after)
         if req.get("thingTypeName"):
-            q = q.where(T.c.thing_type_name == req["thingTypeName"])
+            q = q.where(THINGS.c.thing_type_name == req["thingTypeName"])
         if attr_name is not None:
-            value = T.c.attributes[attr_name].as_string()
+            value = THINGS.c.attributes[attr_name].as_string()
             if attr_value is None:
                 q = q.where(value.is_not(None))
             elif req.get("usePrefixAttributeValue"):
                 q = q.where(value.is_not(None), prefix_of(value, attr_value))
             else:
                 q = q.where(value == attr_value)
-        q = q.order_by(T.c.thing_name).limit(size + 1)
+        q = q.order_by(THINGS.c.thing_name).limit(size + 1)
         async with self.ctx.db.read() as conn:
             rows = (await conn.execute(q)).all()
         rows, token = page(rows, size, lambda r: r.thing_name)
@@ -194,7 +156,7 @@ class Things:
         ]
         return compact({"things": things, "nextToken": token})
 
-    async def update_thing(self, req: dict[str, Any]) -> None:
+    async def update_thing(self, req: shapes.UpdateThingRequest) -> None:
         name = req["thingName"]
         type_name: str | None = req.get("thingTypeName")
         remove_type = bool(req.get("removeThingType"))
@@ -202,7 +164,7 @@ class Things:
         if remove_type and type_name:
             raise InvalidRequest("Cannot specify both thingTypeName and removeThingType=true.")
         async with self.ctx.db.write() as conn:
-            row = (await conn.execute(locked(select(T).where(T.c.thing_name == name), conn))).first()
+            row = (await conn.execute(locked(select(THINGS).where(THINGS.c.thing_name == name), conn))).first()
             if row is None:
                 raise self._thing_not_found(name)
             if expected is not None and expected != row.version:
@@ -216,27 +178,27 @@ class Things:
             attributes = apply_attribute_payload(row.attributes or {}, req.get("attributePayload"))
             check_attribute_count(attributes, new_type)
             result = await conn.execute(
-                update(T)
-                .where(T.c.id == row.id, T.c.version == row.version)
+                update(THINGS)
+                .where(THINGS.c.id == row.id, THINGS.c.version == row.version)
                 .values(thing_type_name=new_type, attributes=attributes, version=row.version + 1)
             )
             if result.rowcount != 1:  # only possible if the row lock were bypassed; never overwrite blindly
                 raise self._version_conflict(name)
-            await thing_changed(conn, name, self.ctx.clock.now(), partition=self.ctx.partition)  # dynamic groups
+            await thing_changed(conn, name, self.ctx.clock.now())  # dynamic groups
 
-    async def delete_thing(self, req: dict[str, Any]) -> None:
+    async def delete_thing(self, req: shapes.DeleteThingRequest) -> None:
         name = req["thingName"]
         expected: int | None = req.get("expectedVersion")
         async with self.ctx.db.write() as conn:
-            q = locked(select(T.c.id, T.c.version).where(T.c.thing_name == name), conn)
+            q = locked(select(THINGS.c.id, THINGS.c.version).where(THINGS.c.thing_name == name), conn)
             row = (await conn.execute(q)).first()
             if row is None:
                 return  # AWS: deleting a thing that does not exist succeeds
             if expected is not None and expected != row.version:
                 raise self._version_conflict(name)
-            await conn.execute(delete(M).where(M.c.thing_id == row.id))
+            await conn.execute(delete(GROUP_MEMBERS).where(GROUP_MEMBERS.c.thing_id == row.id))
             await delete_thing_shadows(conn, name)
-            result = await conn.execute(delete(T).where(T.c.id == row.id, T.c.version == row.version))
+            result = await conn.execute(delete(THINGS).where(THINGS.c.id == row.id, THINGS.c.version == row.version))
             if result.rowcount != 1:
                 raise self._version_conflict(name)
             now = self.ctx.clock.now()
@@ -245,14 +207,14 @@ class Things:
 
     # -- thing types -------------------------------------------------------------------------------
 
-    async def create_thing_type(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def create_thing_type(self, req: shapes.CreateThingTypeRequest) -> dict[str, Any]:
         name: str = req["thingTypeName"]
         props = normalize_type_properties(req.get("thingTypeProperties"))
         check_searchable_attributes(props)
 
         async def attempt() -> dict[str, Any]:
             async with self.ctx.db.write() as conn:
-                row = (await conn.execute(select(TT).where(TT.c.thing_type_name == name))).first()
+                row = (await conn.execute(select(THING_TYPES).where(THING_TYPES.c.thing_type_name == name))).first()
                 if row is not None:
                     if (row.properties or {}) != props:
                         raise ResourceAlreadyExists(
@@ -263,7 +225,7 @@ class Things:
                     return self._type_created(name, row.thing_type_id)
                 type_id = str(uuid.uuid4())
                 await conn.execute(
-                    insert(TT).values(
+                    insert(THING_TYPES).values(
                         thing_type_name=name,
                         thing_type_id=type_id,
                         properties=props,
@@ -277,10 +239,10 @@ class Things:
 
         return await retry_once_on_integrity_error(attempt)
 
-    async def describe_thing_type(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def describe_thing_type(self, req: shapes.DescribeThingTypeRequest) -> dict[str, Any]:
         name = req["thingTypeName"]
         async with self.ctx.db.read() as conn:
-            row = (await conn.execute(select(TT).where(TT.c.thing_type_name == name))).first()
+            row = (await conn.execute(select(THING_TYPES).where(THING_TYPES.c.thing_type_name == name))).first()
         if row is None:
             raise self._type_not_found(name)
         return {
@@ -291,16 +253,16 @@ class Things:
             "thingTypeMetadata": self._type_metadata(row),
         }
 
-    async def list_thing_types(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def list_thing_types(self, req: shapes.ListThingTypesRequest) -> dict[str, Any]:
         """By name.  ``thingTypeName`` filters by name prefix, as AWS does (not by exact name)."""
         size = page_size(req)
-        after = _token_str(req)
-        q = select(TT)
+        after = token_str(req)
+        q = select(THING_TYPES)
         if after is not None:
-            q = q.where(TT.c.thing_type_name > after)
+            q = q.where(THING_TYPES.c.thing_type_name > after)
         if req.get("thingTypeName"):
-            q = q.where(prefix_of(TT.c.thing_type_name, req["thingTypeName"]))
-        q = q.order_by(TT.c.thing_type_name).limit(size + 1)
+            q = q.where(prefix_of(THING_TYPES.c.thing_type_name, req["thingTypeName"]))
+        q = q.order_by(THING_TYPES.c.thing_type_name).limit(size + 1)
         async with self.ctx.db.read() as conn:
             rows = (await conn.execute(q)).all()
         rows, token = page(rows, size, lambda r: r.thing_type_name)
@@ -315,10 +277,10 @@ class Things:
         ]
         return compact({"thingTypes": types, "nextToken": token})
 
-    async def update_thing_type(self, req: dict[str, Any]) -> None:
+    async def update_thing_type(self, req: shapes.UpdateThingTypeRequest) -> None:
         """Replaces the members of ``thingTypeProperties`` that the request gives (an empty one removes it)."""
         name = req["thingTypeName"]
-        given: dict[str, Any] = req.get("thingTypeProperties") or {}
+        given: Mapping[str, Any] = req.get("thingTypeProperties") or {}
         async with self.ctx.db.write() as conn:
             row = await self._type_row(conn, name, lock=True)
             props = dict(row.properties or {})
@@ -328,9 +290,11 @@ class Things:
                 else:
                     props[member] = value
             check_searchable_attributes(props)
-            await conn.execute(update(TT).where(TT.c.thing_type_name == name).values(properties=props))
+            await conn.execute(
+                update(THING_TYPES).where(THING_TYPES.c.thing_type_name == name).values(properties=props)
+            )
 
-    async def deprecate_thing_type(self, req: dict[str, Any]) -> None:
+    async def deprecate_thing_type(self, req: shapes.DeprecateThingTypeRequest) -> None:
         name = req["thingTypeName"]
         async with self.ctx.db.write() as conn:
             row = await self._type_row(conn, name, lock=True)
@@ -340,9 +304,9 @@ class Things:
                 return  # deprecating again keeps the original deprecation date
             else:
                 values = {"deprecated": True, "deprecation_date": self.ctx.clock.now()}
-            await conn.execute(update(TT).where(TT.c.thing_type_name == name).values(**values))
+            await conn.execute(update(THING_TYPES).where(THING_TYPES.c.thing_type_name == name).values(**values))
 
-    async def delete_thing_type(self, req: dict[str, Any]) -> None:
+    async def delete_thing_type(self, req: shapes.DeleteThingTypeRequest) -> None:
         """Only a deprecated type without things.  (AWS also makes you wait five minutes after
         deprecating; that delay only reflects its own propagation, so fleetjobs does not impose it.)"""
         name = req["thingTypeName"]
@@ -352,20 +316,20 @@ class Things:
                 raise InvalidRequest(
                     f"Thing type {name} must be deprecated (DeprecateThingType) before it can be deleted."
                 )
-            in_use = await conn.scalar(select(exists().where(T.c.thing_type_name == name)))
+            in_use = await conn.scalar(select(exists().where(THINGS.c.thing_type_name == name)))
             if in_use:
                 raise InvalidRequest(
                     f"Thing type {name} cannot be deleted: things are still associated with it. "
                     "Change or remove their thing type first (UpdateThing)."
                 )
-            await conn.execute(delete(TT).where(TT.c.thing_type_name == name))
+            await conn.execute(delete(THING_TYPES).where(THING_TYPES.c.thing_type_name == name))
 
     # -- helpers -------------------------------------------------------------------------------------
 
     async def _usable_thing_type(self, conn: AsyncConnection, name: str, action: str) -> None:
         """The type must exist and not be deprecated; it stays so until commit (shared row lock),
         so a concurrent DeprecateThingType / DeleteThingType cannot slip in between."""
-        q = locked(select(TT.c.deprecated).where(TT.c.thing_type_name == name), conn, shared=True)
+        q = locked(select(THING_TYPES.c.deprecated).where(THING_TYPES.c.thing_type_name == name), conn, shared=True)
         row = (await conn.execute(q)).first()
         if row is None:
             raise self._type_not_found(name)
@@ -373,7 +337,7 @@ class Things:
             raise InvalidRequest(f"Can not {action} deprecated thing type: {name}")
 
     async def _type_row(self, conn: AsyncConnection, name: str, *, lock: bool = False) -> Any:
-        q = select(TT).where(TT.c.thing_type_name == name)
+        q = select(THING_TYPES).where(THING_TYPES.c.thing_type_name == name)
         row = (await conn.execute(locked(q, conn) if lock else q)).first()
         if row is None:
             raise self._type_not_found(name)

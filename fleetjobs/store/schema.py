@@ -108,7 +108,7 @@ class Job(Base):
     n_canceled: Mapped[int] = mapped_column(BigInteger, default=0)
     n_removed: Mapped[int] = mapped_column(BigInteger, default=0)
     n_timed_out: Mapped[int] = mapped_column(BigInteger, default=0)
-    # The rollout engine's durable state (see fleetjobs.service.rollout): when the job started
+    # The rollout engine's durable state (see fleetjobs.service.loops.rollout_engine): when the job started
     # rolling out, how many executions it has released, the unused release credit and when it was
     # last accounted, and when the scheduler must next look at the job (NULL: nothing due).
     started_at: Mapped[float | None] = mapped_column(Epoch)

@@ -24,26 +24,32 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fleetjobs.domain.cron import MaintenanceWindow, next_window_start, open_window_end
-from fleetjobs.domain.execution_state import CANCELED, IN_PROGRESS, QUEUED, TIMED_OUT
-from fleetjobs.domain.job_config import parse_schedule_time
-from fleetjobs.domain.rollout import REEVALUATE_SECONDS, RolloutConfig, accrue, seconds_until_next
+from fleetjobs.domain import job_status
+from fleetjobs.domain.cron import next_window_start, open_window_end
+from fleetjobs.domain.execution_state import IN_PROGRESS, QUEUED, TIMED_OUT
+from fleetjobs.domain.rollout import (
+    REEVALUATE_SECONDS,
+    RolloutConfig,
+    accrue,
+    end_time_of,
+    seconds_until_next,
+    start_time_of,
+    windows_of,
+)
+from fleetjobs.domain.timers import earliest
 from fleetjobs.service.context import ServiceContext
-from fleetjobs.service.events import ExecutionEvent, JobEvent
-from fleetjobs.service.execution_moves import complete_finished_jobs, move_executions
-from fleetjobs.service.outcomes import after_outcomes
-from fleetjobs.service.pending_notices import notice_job, notice_things
-from fleetjobs.service.targets import ResolvedTarget, fan_out
+from fleetjobs.service.effects.cancellation import cancel_executions
+from fleetjobs.service.effects.execution_moves import complete_finished_jobs, move_executions
+from fleetjobs.service.effects.notices import notice_job, notice_things
+from fleetjobs.service.effects.outcomes import after_outcomes
+from fleetjobs.service.events import ExecutionEvent, RolloutQueued
 from fleetjobs.store.database import record_event
-from fleetjobs.store.schema import Job, JobExecution, RolloutQueue
+from fleetjobs.store.sql import locked
+from fleetjobs.store.tables import EXECUTIONS, JOBS, ROLLOUT_QUEUE
 
 log = logging.getLogger("fleetjobs.rollout")
 
-E = JobExecution.__table__
-J = Job.__table__
-Q = RolloutQueue.__table__
 
-SCHEDULED = "SCHEDULED"
 # At most this many executions per job per pass: one transaction stays short whatever the rate.
 RELEASE_BATCH = 2000
 # A staged rollout is looked at no more often than this (releases then come in small batches).
@@ -52,54 +58,18 @@ TIMEOUT_BATCH = 1000
 JOBS_PER_PASS = 20
 
 
-def windows_of(config: dict[str, Any] | None) -> list[MaintenanceWindow]:
-    sched = (config or {}).get("schedulingConfig") or {}
-    return [MaintenanceWindow.from_config(w) for w in sched.get("maintenanceWindows") or []]
-
-
-def end_time_of(config: dict[str, Any] | None) -> float | None:
-    end = ((config or {}).get("schedulingConfig") or {}).get("endTime")
-    return parse_schedule_time(end, "endTime") if end else None
-
-
-def start_time_of(config: dict[str, Any] | None) -> float | None:
-    start = ((config or {}).get("schedulingConfig") or {}).get("startTime")
-    return parse_schedule_time(start) if start else None
-
-
-def needs_engine(config: dict[str, Any] | None) -> bool:
-    """Does the job's rollout wait on the clock (staged, scheduled, windowed or ending)?"""
-    sched = (config or {}).get("schedulingConfig") or {}
-    return RolloutConfig.of(config) is not None or bool(
-        sched.get("startTime") or sched.get("maintenanceWindows") or sched.get("endTime")
-    )
-
-
 class RolloutEngine:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.wakeup = asyncio.Event()
+        ctx.events.subscribe_domain(self._on_events)
         # One pass at a time per process: a tick asked for (the manual clock's) waits for the one
         # under way instead of skipping the rows that one has locked and answering too early.
         self._ticking = asyncio.Lock()
 
-    # -- called by CreateJob / AssociateTargetsWithJob, in their transaction -----------------------
-
-    async def begin(
-        self, conn: AsyncConnection, job_id: str, config: dict[str, Any], targets: list[ResolvedTarget], now: float
-    ) -> int:
-        """Bring a new job's executions into being: at once when nothing holds them back (returns
-        how many), else queue the targets for the engine (returns 0)."""
-        if not needs_engine(config):
-            created = await fan_out(conn, job_id, targets, now)
-            await conn.execute(
-                update(J).where(J.c.job_id == job_id).values(n_queued=created, n_released=created, started_at=now)
-            )
-            return created
-        await fan_out(conn, job_id, targets, now, into_queue=True)
-        start = start_time_of(config)
-        await conn.execute(update(J).where(J.c.job_id == job_id).values(due_at=start if start is not None else now))
-        return 0
+    def _on_events(self, committed: list[Any]) -> None:
+        if any(isinstance(e, RolloutQueued) for e in committed):
+            self.wakeup.set()
 
     # -- the passes ------------------------------------------------------------------------------------
 
@@ -141,31 +111,35 @@ class RolloutEngine:
 
     async def _next_due_at(self) -> float | None:
         async with self.ctx.db.read() as conn:
-            job = await conn.scalar(select(func.min(J.c.due_at)).where(J.c.status.in_((IN_PROGRESS, SCHEDULED))))
-            timeout = await conn.scalar(select(func.min(E.c.timeout_at)).where(E.c.status == IN_PROGRESS))
-        return _earliest(job, timeout)
+            job = await conn.scalar(select(func.min(JOBS.c.due_at)).where(JOBS.c.status.in_(job_status.ACTIVE)))
+            timeout = await conn.scalar(
+                select(func.min(EXECUTIONS.c.timeout_at)).where(EXECUTIONS.c.status == IN_PROGRESS)
+            )
+        return earliest(job, timeout)
 
     async def _due(self) -> tuple[bool, bool]:
         now = self.ctx.clock.now()
         async with self.ctx.db.read() as conn:
             job = await conn.scalar(
-                select(J.c.job_id).where(J.c.due_at <= now, J.c.status.in_((IN_PROGRESS, SCHEDULED))).limit(1)
+                select(JOBS.c.job_id).where(JOBS.c.due_at <= now, JOBS.c.status.in_(job_status.ACTIVE)).limit(1)
             )
-            timeout = await conn.scalar(select(E.c.id).where(E.c.timeout_at <= now, E.c.status == IN_PROGRESS).limit(1))
+            timeout = await conn.scalar(
+                select(EXECUTIONS.c.id)
+                .where(EXECUTIONS.c.timeout_at <= now, EXECUTIONS.c.status == IN_PROGRESS)
+                .limit(1)
+            )
         return job is not None, timeout is not None
 
     async def _due_jobs_pass(self) -> int:
         now = self.ctx.clock.now()
         async with self.ctx.db.write() as conn:
             q = (
-                select(J)
-                .where(J.c.due_at <= now, J.c.status.in_((IN_PROGRESS, SCHEDULED)))
-                .order_by(J.c.due_at)
+                select(JOBS)
+                .where(JOBS.c.due_at <= now, JOBS.c.status.in_(job_status.ACTIVE))
+                .order_by(JOBS.c.due_at)
                 .limit(JOBS_PER_PASS)
             )
-            if conn.dialect.name == "postgresql":
-                q = q.with_for_update(skip_locked=True)
-            jobs = (await conn.execute(q)).all()
+            jobs = (await conn.execute(locked(q, conn, skip_locked=True))).all()
             for job in jobs:
                 await self._advance(conn, job, now)
         return len(jobs)
@@ -179,28 +153,28 @@ class RolloutEngine:
         windows = windows_of(config)
         start = start_time_of(config)
         window_end = open_window_end(windows, now) if windows else None
-        if job.status == SCHEDULED:
+        if job.status == job_status.SCHEDULED:
             if start is not None and now < start:
-                await self._set(conn, job.job_id, due_at=_earliest(start, end))
+                await self._set(conn, job.job_id, due_at=earliest(start, end))
                 return
             if windows and window_end is None:
-                await self._set(conn, job.job_id, due_at=_earliest(next_window_start(windows, now), end))
+                await self._set(conn, job.job_id, due_at=earliest(next_window_start(windows, now), end))
                 return
             await self._set(
-                conn, job.job_id, status=IN_PROGRESS, started_at=job.started_at or now, rollout_tick_at=None
+                conn, job.job_id, status=job_status.IN_PROGRESS, started_at=job.started_at or now, rollout_tick_at=None
             )
-            job = (await conn.execute(select(J).where(J.c.job_id == job.job_id))).one()
+            job = (await conn.execute(select(JOBS).where(JOBS.c.job_id == job.job_id))).one()
         elif windows and window_end is None:
             # The window closed: the job waits, SCHEDULED, for the next one.
             await self._set(
                 conn,
                 job.job_id,
-                status=SCHEDULED,
+                status=job_status.SCHEDULED,
                 rollout_tick_at=None,
-                due_at=_earliest(next_window_start(windows, now), end),
+                due_at=earliest(next_window_start(windows, now), end),
             )
             return
-        await self._release(conn, job, config, now, _earliest(window_end, end))
+        await self._release(conn, job, config, now, earliest(window_end, end))
 
     async def _release(
         self, conn: AsyncConnection, job: Any, config: dict[str, Any], now: float, boundary: float | None
@@ -216,13 +190,16 @@ class RolloutEngine:
         if n > 0:
             batch = (
                 await conn.execute(
-                    select(Q.c.id, Q.c.thing_name).where(Q.c.job_id == job.job_id).order_by(Q.c.id).limit(n)
+                    select(ROLLOUT_QUEUE.c.id, ROLLOUT_QUEUE.c.thing_name)
+                    .where(ROLLOUT_QUEUE.c.job_id == job.job_id)
+                    .order_by(ROLLOUT_QUEUE.c.id)
+                    .limit(n)
                 )
             ).all()
             if batch:
-                last_id = await conn.scalar(select(func.max(E.c.id))) or 0
+                last_id = await conn.scalar(select(func.max(EXECUTIONS.c.id))) or 0
                 await conn.execute(
-                    insert(E),
+                    insert(EXECUTIONS),
                     [
                         {
                             "job_id": job.job_id,
@@ -238,20 +215,24 @@ class RolloutEngine:
                         for _, thing in batch
                     ],
                 )
-                await conn.execute(delete(Q).where(Q.c.job_id == job.job_id, Q.c.id <= batch[-1].id))
+                await conn.execute(
+                    delete(ROLLOUT_QUEUE).where(
+                        ROLLOUT_QUEUE.c.job_id == job.job_id, ROLLOUT_QUEUE.c.id <= batch[-1].id
+                    )
+                )
                 released = len(batch)
                 await notice_job(conn, job.job_id, now, after=last_id)
         # Whether any target is left (not how many: a count would read a 500,000-row queue every tick).
-        remaining = await conn.scalar(select(Q.c.id).where(Q.c.job_id == job.job_id).limit(1))
+        remaining = await conn.scalar(select(ROLLOUT_QUEUE.c.id).where(ROLLOUT_QUEUE.c.job_id == job.job_id).limit(1))
         values: dict[str, Any] = {
-            "n_queued": J.c.n_queued + released,
-            "n_released": J.c.n_released + released,
+            "n_queued": JOBS.c.n_queued + released,
+            "n_released": JOBS.c.n_released + released,
             "rollout_credit": max(0.0, credit - released) if rollout is not None else 0.0,
             "rollout_tick_at": now,
             "last_updated_at": now if released else job.last_updated_at,
         }
         if remaining is None:
-            values.update(processing_targets=None, due_at=_earliest(None, boundary) if end_time_of(config) else None)
+            values.update(processing_targets=None, due_at=earliest(None, boundary) if end_time_of(config) else None)
             await self._set(conn, job.job_id, **values)
             await complete_finished_jobs(conn, [job.job_id], now)
             return
@@ -262,16 +243,21 @@ class RolloutEngine:
             if rollout.depends_on_successes:
                 wait = min(wait, REEVALUATE_SECONDS)
             due = now + max(MIN_TICK_SECONDS, wait)
-        values["due_at"] = _earliest(due, boundary)
+        values["due_at"] = earliest(due, boundary)
         await self._set(conn, job.job_id, **values)
 
     async def _end(self, conn: AsyncConnection, job: Any, config: dict[str, Any], now: float) -> None:
         """``endTime`` reached: no more releases; CANCEL / FORCE_CANCEL cancel like CancelJob."""
         behavior = ((config.get("schedulingConfig") or {}).get("endBehavior")) or "STOP_ROLLOUT"
-        await conn.execute(delete(Q).where(Q.c.job_id == job.job_id))
+        await conn.execute(delete(ROLLOUT_QUEUE).where(ROLLOUT_QUEUE.c.job_id == job.job_id))
         if behavior == "STOP_ROLLOUT":
             await self._set(
-                conn, job.job_id, processing_targets=None, due_at=None, status=IN_PROGRESS, last_updated_at=now
+                conn,
+                job.job_id,
+                processing_targets=None,
+                due_at=None,
+                status=job_status.IN_PROGRESS,
+                last_updated_at=now,
             )
             await self._complete_if_done(conn, job, now)
             return
@@ -279,67 +265,55 @@ class RolloutEngine:
         await self._set(
             conn,
             job.job_id,
-            status=CANCELED,
+            status=job_status.CANCELED,
             processing_targets=None,
             due_at=None,
             force_canceled=force,
             last_updated_at=now,
         )
-        record_event(conn, JobEvent(job.job_id, "cancellation_in_progress"))
-        await move_executions(
-            conn,
-            E.c.job_id == job.job_id,
-            CANCELED,
-            now,
-            from_statuses={QUEUED, IN_PROGRESS} if force else {QUEUED},
-            extra={"force_canceled": True} if force else None,
-            event="canceled",
-        )
-        record_event(conn, JobEvent(job.job_id, "canceled"))
-        await notice_job(conn, job.job_id, now, next_always=True)
+        await cancel_executions(conn, job.job_id, now, force=force)
 
     async def _complete_if_done(self, conn: AsyncConnection, job: Any, now: float) -> None:
         """A job with an endTime that has passed completes once all its executions are terminal,
         continuous or not (§4.1)."""
         await conn.execute(
-            update(J)
-            .where(J.c.job_id == job.job_id, J.c.status == IN_PROGRESS, J.c.n_queued == 0, J.c.n_in_progress == 0)
-            .values(status="COMPLETED", completed_at=now, last_updated_at=now)
+            update(JOBS)
+            .where(
+                JOBS.c.job_id == job.job_id,
+                JOBS.c.status == job_status.IN_PROGRESS,
+                JOBS.c.n_queued == 0,
+                JOBS.c.n_in_progress == 0,
+            )
+            .values(status=job_status.COMPLETED, completed_at=now, last_updated_at=now)
         )
 
     async def _timeouts_pass(self) -> int:
         now = self.ctx.clock.now()
         async with self.ctx.db.write() as conn:
             q = (
-                select(E)
-                .where(E.c.status == IN_PROGRESS, E.c.timeout_at <= now)
-                .order_by(E.c.timeout_at)
+                select(EXECUTIONS)
+                .where(EXECUTIONS.c.status == IN_PROGRESS, EXECUTIONS.c.timeout_at <= now)
+                .order_by(EXECUTIONS.c.timeout_at)
                 .limit(TIMEOUT_BATCH)
             )
-            if conn.dialect.name == "postgresql":
-                q = q.with_for_update(skip_locked=True)
-            rows = (await conn.execute(q)).all()
+            rows = (await conn.execute(locked(q, conn, skip_locked=True))).all()
             if not rows:
                 return 0
             ids = [r.id for r in rows]
-            await move_executions(conn, E.c.id.in_(ids), TIMED_OUT, now, from_statuses={IN_PROGRESS}, complete=False)
+            await move_executions(
+                conn, EXECUTIONS.c.id.in_(ids), TIMED_OUT, now, from_statuses={IN_PROGRESS}, complete=False
+            )
             by_job: dict[str, list[Any]] = {}
             for r in rows:
                 record_event(conn, ExecutionEvent(r.job_id, r.thing_name, "timed_out", TIMED_OUT, r.status_details))
                 by_job.setdefault(r.job_id, []).append(SimpleNamespace(**{**r._mapping, "status": TIMED_OUT}))
             await notice_things(conn, [r.thing_name for r in rows], now)
-            configs = dict(
-                (await conn.execute(select(J.c.job_id, J.c.config).where(J.c.job_id.in_(list(by_job))))).all()
-            )
+            q_configs = select(JOBS.c.job_id, JOBS.c.config).where(JOBS.c.job_id.in_(list(by_job)))
+            configs: dict[str, dict[str, Any] | None] = {r.job_id: r.config for r in await conn.execute(q_configs)}
             for job_id, timed_out in by_job.items():
                 await after_outcomes(conn, job_id, configs.get(job_id), timed_out, now)
             await complete_finished_jobs(conn, list(by_job), now)
         return len(rows)
 
     async def _set(self, conn: AsyncConnection, job_id: str, **values: Any) -> None:
-        await conn.execute(update(J).where(J.c.job_id == job_id).values(**values))
-
-
-def _earliest(*times: float | None) -> float | None:
-    present = [t for t in times if t is not None and t != math.inf]
-    return min(present) if present else None
+        await conn.execute(update(JOBS).where(JOBS.c.job_id == job_id).values(**values))

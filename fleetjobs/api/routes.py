@@ -1,9 +1,7 @@
-"""Routes derived from botocore's service models, never typed by hand.
+"""HTTP routes derived from botocore's service models (:mod:`fleetjobs.model`), never typed by hand.
 
-botocore ships the authoritative definition of every AWS operation (method, URI template,
-input and output shapes, error shapes with their HTTP status).  Loading it here means a new
-operation needs only a service-layer function, and the wire format cannot drift from what
-boto3 and the AWS CLI send.
+A new operation needs only a service-layer method: its method, URI template and static query come
+from the model.
 """
 
 from __future__ import annotations
@@ -12,17 +10,9 @@ import functools
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-import botocore.session
 from botocore.model import OperationModel, ServiceModel
 
-# The AWS services fleetjobs answers: SigV4 signing name -> botocore model name (iot-data signs as "iotdata").
-SIGNING_NAMES = {"iot": "iot", "iot-jobs-data": "iot-jobs-data", "iotdata": "iot-data"}
-SERVICES = tuple(SIGNING_NAMES)
-
-
-@functools.cache
-def service_model(name: str) -> ServiceModel:
-    return botocore.session.get_session().get_service_model(name)
+from fleetjobs.model import service_model
 
 
 @dataclass(frozen=True)
@@ -94,13 +84,3 @@ class Router:
 @functools.cache
 def router(service: str) -> Router:
     return Router(service_model(service))
-
-
-def error_status(service: str, code: str, default: int = 400) -> int:
-    """HTTP status of an error shape as the model fixes it (e.g. LimitExceededException is 410 in iot)."""
-    model = service_model(service)
-    if code in model.shape_names:
-        meta = model.shape_for(code).metadata
-        if meta.get("exception"):
-            return int(meta.get("error", {}).get("httpStatusCode", default))
-    return default

@@ -9,21 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fleetjobs.domain.execution_state import CANCELED, COUNTER_COLUMN, QUEUED
+from fleetjobs.domain import job_status
+from fleetjobs.domain.execution_state import COUNTER_COLUMN, FAILED, QUEUED, TIMED_OUT
 from fleetjobs.domain.rollout import abort_decision, may_retry
-from fleetjobs.service.events import JobEvent
-from fleetjobs.service.execution_moves import adjust_counters, move_executions
-from fleetjobs.service.pending_notices import notice_job, notice_things
-from fleetjobs.store.database import record_event
-from fleetjobs.store.schema import Job, JobExecution, RolloutQueue, ServiceSetting
-
-E = JobExecution.__table__
-J = Job.__table__
-Q = RolloutQueue.__table__
-S = ServiceSetting.__table__
+from fleetjobs.domain.shadow_state import PACKAGE_SHADOW
+from fleetjobs.service.effects.cancellation import cancel_executions
+from fleetjobs.service.effects.execution_moves import adjust_counters
+from fleetjobs.service.effects.job_documents import destination_refs
+from fleetjobs.service.effects.notices import notice_things
+from fleetjobs.service.effects.package_versions import package_configuration, version_for_job
+from fleetjobs.service.effects.shadow_writes import update_reported
+from fleetjobs.store.tables import EXECUTIONS, JOBS
 
 ABORT_REASON = "ABORTED_BY_ABORT_CONFIG"
 
@@ -39,13 +38,13 @@ async def after_outcomes(
     """``rows``: executions of ``job_id`` that have just become terminal (their new status on them)."""
     if not has_outcome_rules(config):
         return
-    status = await conn.scalar(select(J.c.status).where(J.c.job_id == job_id))
-    if status not in ("IN_PROGRESS", "SCHEDULED"):
+    status: str | None = await conn.scalar(select(JOBS.c.status).where(JOBS.c.job_id == job_id))
+    if status is None or not job_status.is_active(status):
         return
     retried = [r for r in rows if may_retry(config, r.status, r.failed_retries, r.timed_out_retries)]
     if retried:
         await conn.execute(
-            insert(E),
+            insert(EXECUTIONS),
             [
                 {
                     "job_id": job_id,
@@ -57,8 +56,8 @@ async def after_outcomes(
                     "version_number": 1,
                     "force_canceled": False,
                     "retry_attempt": r.retry_attempt + 1,
-                    "failed_retries": r.failed_retries + (r.status == "FAILED"),
-                    "timed_out_retries": r.timed_out_retries + (r.status == "TIMED_OUT"),
+                    "failed_retries": r.failed_retries + (r.status == FAILED),
+                    "timed_out_retries": r.timed_out_retries + (r.status == TIMED_OUT),
                 }
                 for r in retried
             ],
@@ -66,7 +65,7 @@ async def after_outcomes(
         await adjust_counters(conn, job_id, {QUEUED: len(retried)}, now)
         await notice_things(conn, [r.thing_name for r in retried], now, job_id=job_id)
     counters = (
-        await conn.execute(select(*(J.c[c] for c in COUNTER_COLUMN.values())).where(J.c.job_id == job_id))
+        await conn.execute(select(*(JOBS.c[c] for c in COUNTER_COLUMN.values())).where(JOBS.c.job_id == job_id))
     ).one()
     counts = {s: int(counters[i]) for i, s in enumerate(COUNTER_COLUMN)}
     decision = abort_decision(config, counts)
@@ -78,10 +77,10 @@ async def abort_job(conn: AsyncConnection, job_id: str, comment: str, now: float
     """Abort: the job is CANCELED; queued executions (queued retries too) and unreleased targets are
     canceled, IN_PROGRESS ones are left to finish."""
     await conn.execute(
-        update(J)
-        .where(J.c.job_id == job_id)
+        update(JOBS)
+        .where(JOBS.c.job_id == job_id)
         .values(
-            status=CANCELED,
+            status=job_status.CANCELED,
             reason_code=ABORT_REASON,
             comment=comment,
             processing_targets=None,
@@ -89,11 +88,7 @@ async def abort_job(conn: AsyncConnection, job_id: str, comment: str, now: float
             last_updated_at=now,
         )
     )
-    await conn.execute(delete(Q).where(Q.c.job_id == job_id))
-    record_event(conn, JobEvent(job_id, "cancellation_in_progress"))
-    await move_executions(conn, E.c.job_id == job_id, CANCELED, now, from_statuses={QUEUED}, event="canceled")
-    record_event(conn, JobEvent(job_id, "canceled"))
-    await notice_job(conn, job_id, now, next_always=True)
+    await cancel_executions(conn, job_id, now, force=False)
 
 
 async def after_success(conn: AsyncConnection, config: dict[str, Any] | None, thing_name: str, now: float) -> None:
@@ -103,19 +98,17 @@ async def after_success(conn: AsyncConnection, config: dict[str, Any] | None, th
     arns = (config or {}).get("destinationPackageVersions")
     if not arns:
         return
-    setting = await conn.scalar(select(S.c.value).where(S.c.name == "package_configuration"))
-    switch = (setting or {}).get("versionUpdateByJobsConfig", setting or {})
+    setting = await package_configuration(conn)
+    switch = setting.get("versionUpdateByJobsConfig", setting)
     if not switch.get("enabled"):
         return
-    from fleetjobs.service import packages, shadows
-    from fleetjobs.service.job_documents import destination_refs
 
     reported: dict[str, Any] = {}
     for ref in destination_refs(arns):
         if ref.version == "$null":
             reported[ref.package] = None
             continue
-        found = await packages.version_for_job(conn, ref.package, ref.version)
+        found = await version_for_job(conn, ref.package, ref.version)
         version = (found or {}).get("versionName") or ref.version
         reported[ref.package] = {"version": version, "attributes": (found or {}).get("attributes") or {}}
-    await shadows.update_reported(conn, thing_name, "$package", reported, now)
+    await update_reported(conn, thing_name, PACKAGE_SHADOW, reported, now)

@@ -17,6 +17,7 @@ from fleetjobs.domain import managed_templates, placeholders
 from fleetjobs.domain.arns import parse_arn
 from fleetjobs.domain.errors import InvalidRequest
 from fleetjobs.domain.placeholders import PackageRef
+from fleetjobs.service.effects.package_versions import version_for_job
 
 _PACKAGE_REF = re.compile(r'\$\{aws:iot:package:([^:{}"]*):version:([^:{}"]*):')
 DEFAULT_EXPIRY = 3600
@@ -68,7 +69,7 @@ async def creation_document(
     for ref in destinations:
         if ref.version == "$null":
             continue
-        found = versions[(ref.package, ref.version)] = await _package_version(conn, ref.package, ref.version)
+        found = versions[(ref.package, ref.version)] = await version_for_job(conn, ref.package, ref.version)
         if found is None:
             raise InvalidRequest(
                 f"Package {ref.package} version {ref.version} in destinationPackageVersions does not exist."
@@ -86,7 +87,7 @@ async def creation_document(
         )
     for ref in named:  # all are destinations (checked above), so already read
         if ref.package and ref.version != "$null" and (ref.package, ref.version) not in versions:
-            versions[(ref.package, ref.version)] = await _package_version(conn, ref.package, ref.version)
+            versions[(ref.package, ref.version)] = await version_for_job(conn, ref.package, ref.version)
     parameters = managed_templates.parameters_for(managed, merged.get("documentParameters")) if managed else None
     resolved = placeholders.substitute_at_creation(
         document,
@@ -95,12 +96,6 @@ async def creation_document(
         destination_versions=destinations,
     )
     return resolved, (document if resolved != document else None)
-
-
-async def _package_version(conn: AsyncConnection, package: str, version: str) -> dict[str, Any] | None:
-    from fleetjobs.service import packages  # written alongside; imported late to keep this module light
-
-    return await packages.version_for_job(conn, package, version)
 
 
 def delivery_document(document: str | None, config: dict[str, Any] | None, store: ArtifactStore | None) -> str | None:

@@ -13,14 +13,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fleetjobs.domain.execution_state import COUNTER_COLUMN, PENDING, TERMINAL
-from fleetjobs.service.event_configurations import enabled
+from fleetjobs.domain import job_status
+from fleetjobs.domain.execution_state import COUNTER_COLUMN, PENDING, REMOVED, TERMINAL
+from fleetjobs.service.effects.event_switches import enabled
 from fleetjobs.service.events import ExecutionEvent, JobEvent
 from fleetjobs.store.database import record_event
-from fleetjobs.store.schema import Job, JobExecution
-
-E = JobExecution.__table__
-J = Job.__table__
+from fleetjobs.store.sql import locked
+from fleetjobs.store.tables import EXECUTIONS, JOBS
 
 
 async def adjust_counters(conn: AsyncConnection, job_id: str, deltas: dict[str, int], now: float) -> None:
@@ -29,10 +28,10 @@ async def adjust_counters(conn: AsyncConnection, job_id: str, deltas: dict[str, 
     for status, delta in deltas.items():
         if delta:
             col = COUNTER_COLUMN[status]
-            values[col] = J.c[col] + delta
+            values[col] = JOBS.c[col] + delta
     if values:
         values["last_updated_at"] = now
-        await conn.execute(update(J).where(J.c.job_id == job_id).values(**values))
+        await conn.execute(update(JOBS).where(JOBS.c.job_id == job_id).values(**values))
 
 
 async def move_executions(
@@ -58,7 +57,7 @@ async def move_executions(
     values: dict[str, Any] = {
         "status": to_status,
         "last_updated_at": now,
-        "version_number": E.c.version_number + 1,
+        "version_number": EXECUTIONS.c.version_number + 1,
         **(extra or {}),
     }
     if to_status in TERMINAL:
@@ -70,29 +69,27 @@ async def move_executions(
     if event is not None and not await enabled(conn, "JOB_EXECUTION"):
         event = None
     for from_status in sorted(set(from_statuses) - {to_status}):
-        cond = and_(where, E.c.status == from_status)
+        cond = and_(where, EXECUTIONS.c.status == from_status)
         if event is not None:
             # Each execution's own event: read the rows first (the single writer, or our row locks, keep them).
-            q = select(E.c.job_id, E.c.thing_name, E.c.status_details).where(cond)
-            if dialect == "postgresql":
-                q = q.with_for_update()
-            rows = (await conn.execute(q)).all()
+            q = select(EXECUTIONS.c.job_id, EXECUTIONS.c.thing_name, EXECUTIONS.c.status_details).where(cond)
+            rows = (await conn.execute(locked(q, conn))).all()
             if rows:
-                await conn.execute(update(E).where(cond).values(**values))
+                await conn.execute(update(EXECUTIONS).where(cond).values(**values))
             for r in rows:
                 details = (extra or {}).get("status_details", r.status_details)
                 record_event(conn, ExecutionEvent(r.job_id, r.thing_name, event, to_status, details))
                 moved[r.job_id][from_status] = moved[r.job_id].get(from_status, 0) + 1
             continue
         if dialect == "postgresql":
-            stmt = update(E).where(cond).values(**values).returning(E.c.job_id).cte("moved")
-            rows = await conn.execute(select(stmt.c.job_id, func.count()).group_by(stmt.c.job_id))
+            stmt = update(EXECUTIONS).where(cond).values(**values).returning(EXECUTIONS.c.job_id).cte("moved")
+            counts = (await conn.execute(select(stmt.c.job_id, func.count()).group_by(stmt.c.job_id))).all()
         else:
-            rows = await conn.execute(select(E.c.job_id, func.count()).where(cond).group_by(E.c.job_id))
-            rows = rows.all()
-            if rows:
-                await conn.execute(update(E).where(cond).values(**values))
-        for job_id, n in rows:
+            q = select(EXECUTIONS.c.job_id, func.count()).where(cond).group_by(EXECUTIONS.c.job_id)
+            counts = (await conn.execute(q)).all()
+            if counts:
+                await conn.execute(update(EXECUTIONS).where(cond).values(**values))
+        for job_id, n in counts:
             moved[job_id][from_status] = n
     totals: dict[str, int] = {}
     for job_id, by_status in moved.items():
@@ -111,15 +108,18 @@ async def complete_finished_jobs(conn: AsyncConnection, job_ids: list[str], now:
     if not job_ids:
         return []
     cond = and_(
-        J.c.job_id.in_(job_ids),
-        J.c.status == "IN_PROGRESS",
-        J.c.target_selection == "SNAPSHOT",
-        J.c.n_queued == 0,
-        J.c.n_in_progress == 0,
-        J.c.processing_targets.is_(None),
+        JOBS.c.job_id.in_(job_ids),
+        JOBS.c.status == job_status.IN_PROGRESS,
+        JOBS.c.target_selection == "SNAPSHOT",
+        JOBS.c.n_queued == 0,
+        JOBS.c.n_in_progress == 0,
+        JOBS.c.processing_targets.is_(None),
     )
     result = await conn.execute(
-        update(J).where(cond).values(status="COMPLETED", completed_at=now, last_updated_at=now).returning(J.c.job_id)
+        update(JOBS)
+        .where(cond)
+        .values(status=job_status.COMPLETED, completed_at=now, last_updated_at=now)
+        .returning(JOBS.c.job_id)
     )
     completed = [r[0] for r in result]
     for job_id in completed:
@@ -129,4 +129,4 @@ async def complete_finished_jobs(conn: AsyncConnection, job_ids: list[str], now:
 
 async def remove_thing_executions(conn: AsyncConnection, thing_name: str, now: float) -> dict[str, int]:
     """A deleted thing is no longer a target: its pending executions become REMOVED."""
-    return await move_executions(conn, E.c.thing_name == thing_name, "REMOVED", now, event="removed")
+    return await move_executions(conn, EXECUTIONS.c.thing_name == thing_name, REMOVED, now, event="removed")

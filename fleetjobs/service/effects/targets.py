@@ -16,10 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fleetjobs.domain.arns import Partition, parse_arn
 from fleetjobs.domain.errors import InvalidRequest, ResourceNotFound
-from fleetjobs.store.schema import Thing, ThingGroup
-
-T = Thing.__table__
-G = ThingGroup.__table__
+from fleetjobs.store.tables import THING_GROUPS, THINGS
 
 
 @dataclass(frozen=True)
@@ -35,17 +32,23 @@ async def resolve_targets(conn: AsyncConnection, partition: Partition, arns: lis
     resolved: list[ResolvedTarget] = []
     for arn in arns:
         parsed = parse_arn(arn)
-        if parsed.account != partition.account or parsed.region != partition.region:
+        if not partition.owns(parsed):
             raise InvalidRequest(
                 f"Target {arn} is not in this account and region ({partition.account}, {partition.region})"
             )
         if parsed.resource_type == "thing":
-            row = (await conn.execute(select(T.c.id).where(T.c.thing_name == parsed.resource_id))).first()
+            row = (await conn.execute(select(THINGS.c.id).where(THINGS.c.thing_name == parsed.resource_id))).first()
             if row is None:
                 raise ResourceNotFound(f"Thing {parsed.resource_id} cannot be found.")
             resolved.append(ResolvedTarget(arn, "thing", parsed.resource_id, row.id))
         elif parsed.resource_type == "thinggroup":
-            row = (await conn.execute(select(G.c.id, G.c.group_id).where(G.c.group_name == parsed.resource_id))).first()
+            row = (
+                await conn.execute(
+                    select(THING_GROUPS.c.id, THING_GROUPS.c.group_id).where(
+                        THING_GROUPS.c.group_name == parsed.resource_id
+                    )
+                )
+            ).first()
             if row is None:
                 raise ResourceNotFound(f"Thing group {parsed.resource_id} cannot be found.")
             resolved.append(ResolvedTarget(arn, "thinggroup", parsed.resource_id, row.id, row.group_id))

@@ -1,0 +1,145 @@
+"""Executions as the device side sees them: pending lists, ``$next``, and the answers' shapes.
+
+The device APIs (HTTPS and MQTT), the notifications the device façade decides in its own
+transaction, and the notice drain all build a thing's listing and its ``$next`` execution here, so
+a device hears the same document whichever path told it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fleetjobs.artifacts import ArtifactStore
+from fleetjobs.clock import Clock
+from fleetjobs.domain import pending
+from fleetjobs.domain.errors import ResourceNotFound
+from fleetjobs.domain.execution_state import IN_PROGRESS, PENDING, QUEUED
+from fleetjobs.domain.timers import seconds_before_timeout
+from fleetjobs.service.effects.job_documents import delivery_document
+from fleetjobs.service.events import PendingChanged
+from fleetjobs.service.pagination import compact
+from fleetjobs.store.rows import (
+    ExecutionRow,
+    JobDeliveryRow,
+    as_execution,
+    as_executions,
+    as_job_deliveries,
+    as_job_delivery,
+)
+from fleetjobs.store.sql import locked
+from fleetjobs.store.tables import EXECUTIONS, JOBS
+
+THINGS_PER_QUERY = 500
+
+
+async def pending_rows(conn: AsyncConnection, thing_name: str, *, lock: bool = False) -> list[ExecutionRow]:
+    """The thing's QUEUED and IN_PROGRESS executions (``lock``: until commit, on PostgreSQL)."""
+    q = (
+        select(EXECUTIONS)
+        .where(EXECUTIONS.c.thing_name == thing_name, EXECUTIONS.c.status.in_((QUEUED, IN_PROGRESS)))
+        .order_by(EXECUTIONS.c.queued_at, EXECUTIONS.c.id)
+    )
+    return as_executions(await conn.execute(locked(q, conn) if lock else q))
+
+
+async def latest_execution(
+    conn: AsyncConnection, job_id: str, thing_name: str, execution_number: int | None, *, lock: bool = False
+) -> ExecutionRow:
+    """The addressed execution: a given executionNumber, else the latest one."""
+    q = select(EXECUTIONS).where(EXECUTIONS.c.job_id == job_id, EXECUTIONS.c.thing_name == thing_name)
+    if execution_number is not None:
+        q = q.where(EXECUTIONS.c.execution_number == execution_number)
+    q = q.order_by(EXECUTIONS.c.execution_number.desc()).limit(1)
+    row = (await conn.execute(locked(q, conn) if lock else q)).first()
+    if row is None:
+        raise ResourceNotFound(f"Job execution of job {job_id} on thing {thing_name} cannot be found.")
+    return as_execution(row)
+
+
+async def job_for_delivery(conn: AsyncConnection, job_id: str) -> JobDeliveryRow:
+    q = select(JOBS.c.job_id, JOBS.c.document, JOBS.c.config, JOBS.c.status).where(JOBS.c.job_id == job_id)
+    return as_job_delivery((await conn.execute(q)).one())
+
+
+class DeviceViews:
+    """Answers' shapes, with the clock (``approximateSecondsBeforeTimedOut``) and the artifact
+    store (presigned URLs are signed at delivery) they depend on."""
+
+    def __init__(self, clock: Clock, store: ArtifactStore | None = None) -> None:
+        self.clock = clock
+        self.store = store
+
+    def deliver(self, job: JobDeliveryRow) -> str | None:
+        """The document as a device gets it: presigned URLs signed now, for this delivery."""
+        return delivery_document(job.document, job.config, self.store)
+
+    def execution(self, row: ExecutionRow, document: str | None) -> dict[str, Any]:
+        return compact(
+            {
+                "jobId": row.job_id,
+                "thingName": row.thing_name,
+                "status": row.status,
+                "statusDetails": row.status_details or None,
+                "queuedAt": int(row.queued_at),
+                "startedAt": int(row.started_at) if row.started_at is not None else None,
+                "lastUpdatedAt": int(row.last_updated_at),
+                "approximateSecondsBeforeTimedOut": seconds_before_timeout(
+                    row.status, row.in_progress_deadline, row.step_deadline, self.clock.now()
+                ),
+                "versionNumber": row.version_number,
+                "executionNumber": row.execution_number,
+                "jobDocument": document,
+            }
+        )
+
+    @staticmethod
+    def state(row: ExecutionRow) -> dict[str, Any]:
+        return compact(
+            {"status": row.status, "statusDetails": row.status_details or None, "versionNumber": row.version_number}
+        )
+
+    @staticmethod
+    def summary(row: ExecutionRow) -> dict[str, Any]:
+        return compact(
+            {
+                "jobId": row.job_id,
+                "queuedAt": int(row.queued_at),
+                "startedAt": int(row.started_at) if row.started_at is not None else None,
+                "lastUpdatedAt": int(row.last_updated_at),
+                "versionNumber": row.version_number,
+                "executionNumber": row.execution_number,
+            }
+        )
+
+    def listing(self, rows: list[ExecutionRow]) -> dict[str, Any]:
+        """GetPendingJobExecutions' answer (and ``notify``'s content) from a thing's pending rows."""
+        ordered: list[ExecutionRow] = pending.ordered(rows)
+        return {
+            "inProgressJobs": [self.summary(r) for r in ordered if r.status == IN_PROGRESS],
+            "queuedJobs": [self.summary(r) for r in ordered if r.status == QUEUED],
+        }
+
+    async def pending_views(self, conn: AsyncConnection, things: list[str]) -> dict[str, PendingChanged]:
+        """Each thing's listing and ``$next`` execution (with its document), in two queries per
+        500 things: what the notification drain publishes."""
+        by_thing: dict[str, list[ExecutionRow]] = {t: [] for t in things}
+        for chunk in range(0, len(things), THINGS_PER_QUERY):
+            part = things[chunk : chunk + THINGS_PER_QUERY]
+            q = select(EXECUTIONS).where(EXECUTIONS.c.thing_name.in_(part), EXECUTIONS.c.status.in_(PENDING))
+            for r in as_executions(await conn.execute(q)):
+                by_thing[r.thing_name].append(r)
+        heads: dict[str, ExecutionRow | None] = {t: pending.head(rows) for t, rows in by_thing.items()}
+        job_ids = sorted({h.job_id for h in heads.values() if h is not None})
+        documents: dict[str, str | None] = {}
+        if job_ids:
+            q = select(JOBS.c.job_id, JOBS.c.document, JOBS.c.config, JOBS.c.status).where(JOBS.c.job_id.in_(job_ids))
+            documents = {r.job_id: self.deliver(r) for r in as_job_deliveries(await conn.execute(q))}
+        views: dict[str, PendingChanged] = {}
+        for thing, rows in by_thing.items():
+            head = heads[thing]
+            execution = self.execution(head, documents.get(head.job_id)) if head is not None else None
+            views[thing] = PendingChanged(thing, self.listing(rows), execution, True, True)
+        return views

@@ -1,0 +1,44 @@
+"""SQL idioms both dialects need, written once: row locks, unique-race retries, prefix matches.
+
+Several server processes may share one PostgreSQL database, so a decision that depends on rows
+locks them until commit; SQLite needs no locks (write transactions start with ``BEGIN IMMEDIATE``
+and are serialised).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, Select, func
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+R = TypeVar("R")
+Q = TypeVar("Q", bound=Select[Any])
+
+
+def locked(query: Q, conn: AsyncConnection, *, shared: bool = False, skip_locked: bool = False) -> Q:
+    """Lock the selected rows until commit on PostgreSQL (``FOR UPDATE`` / ``FOR SHARE``;
+    ``skip_locked``: rows another transaction holds are passed over, for work queues)."""
+    if conn.dialect.name == "postgresql":
+        return query.with_for_update(read=shared, skip_locked=skip_locked)
+    return query
+
+
+async def retry_once_on_integrity_error(attempt: Callable[[], Awaitable[R]]) -> R:
+    """Run a write transaction; if a concurrent writer won a unique or foreign-key race, run it again.
+
+    The transaction that lost is rolled back (PostgreSQL aborts it anyway), and the second run
+    sees what the winner committed, so it answers exactly as AWS would have had the requests
+    arrived one after the other (idempotent success, ResourceAlreadyExists, ResourceNotFound).
+    """
+    try:
+        return await attempt()
+    except IntegrityError:
+        return await attempt()
+
+
+def prefix_of(column: Any, prefix: str) -> ColumnElement[bool]:
+    """A case-sensitive "starts with" on both dialects (SQLite's LIKE ignores ASCII case)."""
+    return func.substr(column, 1, len(prefix)) == prefix
