@@ -44,9 +44,10 @@ class Device:
         else:
             self.messages.put((topic, doc))
 
-    def send(self, suffix: str, payload: dict[str, Any] | None = None) -> Any:
-        """Publish a request now; returns a function that waits for its response."""
-        token = uuid.uuid4().hex
+    def send(self, suffix: str, payload: dict[str, Any] | None = None, *, token: str | None = None) -> Any:
+        """Publish a request now; returns a function that waits for its response.  ``token``: the
+        clientToken to send (default: a fresh one), as firmware that reuses tokens would."""
+        token = token or uuid.uuid4().hex
         waiter: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
         with self._lock:
             self._responses[token] = waiter
@@ -61,9 +62,11 @@ class Device:
 
         return wait
 
-    def request(self, suffix: str, payload: dict[str, Any] | None = None, timeout: float = 10) -> tuple[str, dict]:
+    def request(
+        self, suffix: str, payload: dict[str, Any] | None = None, timeout: float = 10, *, token: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
         """Publish a request; return ("accepted" | "rejected", response document)."""
-        return self.send(suffix, payload)(timeout)
+        return self.send(suffix, payload, token=token)(timeout)
 
     def raw_response(self, suffix: str, payload: bytes, timeout: float = 10) -> tuple[str, dict[str, Any]]:
         """For payloads that carry no clientToken: wait for the first response on the topic."""

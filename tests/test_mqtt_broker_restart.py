@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.fleet import Fleet, thing_arn
+from tests.fleet import Fleet, group_arn, thing_arn
 from tests.harness import free_port, in_ci, unique
 from tests.mqtt_device import Device
 
@@ -71,4 +73,78 @@ def test_gateway_reconnects_after_broker_restart(backends, tmp_path: Path) -> No
     finally:
         srv.stop()
         broker.terminate()
+        broker.wait(timeout=10)
+
+
+class Observer:
+    """Hears every thing's notify-next; subscribes again on every (re)connect, as a device does."""
+
+    def __init__(self, port: int) -> None:
+        import json
+        import threading
+
+        import paho.mqtt.client as mqtt
+
+        self.notified: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=unique("observer"))
+        self.client.reconnect_delay_set(min_delay=0.05, max_delay=0.2)
+
+        def on_connect(client: Any, *_: Any) -> None:
+            client.subscribe("$aws/things/+/jobs/notify-next", qos=1)
+
+        def on_message(_client: Any, _userdata: Any, msg: Any) -> None:
+            doc = json.loads(msg.payload)
+            execution = doc.get("execution") or {}
+            with self._lock:
+                self.notified.setdefault(execution.get("jobId", ""), set()).add(msg.topic.split("/")[2])
+
+        self.client.on_connect = on_connect
+        self.client.on_message = on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def things_told_of(self, job_id: str) -> set[str]:
+        with self._lock:
+            return set(self.notified.get(job_id, set()))
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def test_no_notify_next_is_lost_when_the_broker_dies_mid_notification(backends, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A 500-thing job is created while the broker hangs (SIGSTOP), so its notifications are in
+    flight when the broker is killed; after the restart every thing is told of the job."""
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n")
+    broker = start_mosquitto(conf, port)
+    srv = backends.server(
+        env={"FLEETJOBS_MQTT_URL": f"mqtt://127.0.0.1:{port}", "FLEETJOBS_MQTT_CLIENT_ID": unique("gw")}
+    ).start()
+    observer = Observer(port)
+    try:
+        iot = srv.client("iot")
+        fleet = Fleet(iot)
+        probe = Device("127.0.0.1", port, unique("probe"))
+        first_answer(probe, "get")  # the gateway is connected
+        probe.close()
+        things = fleet.things(500)
+        group = fleet.group("all", things)
+        broker.send_signal(signal.SIGSTOP)
+        job_id = fleet.job([group_arn(group)])
+        time.sleep(1.0)  # the drain takes the notice and publishes into the hung broker
+        broker.kill()
+        broker.wait(timeout=10)
+        broker = start_mosquitto(conf, port)
+        deadline = time.monotonic() + 90
+        while observer.things_told_of(job_id) != set(things) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        missing = set(things) - observer.things_told_of(job_id)
+        assert not missing, f"{len(missing)} things never heard notify-next, e.g. {sorted(missing)[:3]}"
+    finally:
+        observer.close()
+        srv.stop()
+        broker.kill()
         broker.wait(timeout=10)

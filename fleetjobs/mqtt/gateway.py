@@ -28,6 +28,14 @@ from fleetjobs.service.loops.notice_drain import NoticeDrain
 
 log = logging.getLogger("fleetjobs.mqtt")
 
+# How long a publish may wait for the broker's PUBACK before it counts as not delivered.
+PUBLISH_TIMEOUT = 10.0
+
+
+class NotConnected(aiomqtt.MqttError):
+    """The gateway has no broker connection right now."""
+
+
 OPERATION_METHOD = {
     topics.GET_PENDING: "get_pending_job_executions",
     topics.START_NEXT: "start_next_pending_job_execution",
@@ -175,11 +183,13 @@ class MqttGateway:
         task.add_done_callback(self._tasks.discard)
 
     async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish at QoS 1 and return once the broker has acknowledged it; raise ``aiomqtt.MqttError``
+        when it cannot (not connected, connection lost, no PUBACK in time), so that a caller that
+        must not lose the message (the notice drain) keeps it for later."""
         client = self._client
         if client is None:
-            log.warning("not connected; dropping publish to %s", topic)
-            return
-        await client.publish(topic, payload, qos=1)
+            raise NotConnected(f"not connected to the broker; cannot publish to {topic}")
+        await client.publish(topic, payload, qos=1, timeout=PUBLISH_TIMEOUT)
 
     # -- requests -----------------------------------------------------------------------------------
 
@@ -195,12 +205,20 @@ class MqttGateway:
         thing = parsed.thing_name
         lock = self._thing_locks.setdefault(thing, asyncio.Lock())
         async with lock:
+            answered = True
             try:
                 await self.handle(topic, parsed, payload)
                 log.debug("handled request %s (gateway %s)", topic, self.client_id)
+            except aiomqtt.MqttError as e:
+                # The answer did not reach the broker: no PUBACK either, so the broker delivers the
+                # request again after the reconnect and it is answered then (from its record if it
+                # changed something).
+                log.warning("could not answer %s: %s", topic, e)
+                answered = False
             except Exception:
                 log.exception("failed to handle %s", topic)
-            self._ack(client, message)
+            if answered:
+                self._ack(client, message)
         if not lock.locked() and self._thing_locks.get(thing) is lock:
             del self._thing_locks[thing]
 
@@ -262,7 +280,18 @@ class MqttGateway:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._notices_waiting.wait(), timeout=poll)
                     continue
-                await asyncio.gather(*(self._publish_change(change) for change in batch.changes))
+                outcomes = await asyncio.gather(
+                    *(self._publish_change(change, strict=True) for change in batch.changes), return_exceptions=True
+                )
+                failed = [o for o in outcomes if isinstance(o, BaseException)]
+                if failed:
+                    # Nothing of the batch is deleted: its notices go out again once the broker is back.
+                    log.warning(
+                        "%d notifications not acknowledged (%s); they wait for the broker", len(failed), failed[0]
+                    )
+                    await drain.release(batch)
+                    await asyncio.sleep(poll)
+                    continue
                 await drain.done(batch)
             except asyncio.CancelledError:
                 raise
@@ -270,7 +299,9 @@ class MqttGateway:
                 log.exception("publishing pending-list notices failed; will retry")
                 await asyncio.sleep(poll)
 
-    async def _publish_change(self, change: events.PendingChanged) -> None:
+    async def _publish_change(self, change: events.PendingChanged, *, strict: bool = False) -> None:
+        """``strict``: raise when the broker did not take a message (the drain keeps the notice);
+        otherwise (a device request's own change, already answered) log it."""
         now = self.clock.now()
         thing = change.thing_name
         try:
@@ -286,6 +317,8 @@ class MqttGateway:
                     topics.jobs_topic(thing, "notify-next"), notifications.notify_next_payload(execution, now)
                 )
         except aiomqtt.MqttError as e:
+            if strict:
+                raise
             log.warning("could not notify %s: %s", thing, e)
 
     async def close(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fleetjobs.artifacts import ArtifactStore
@@ -71,11 +71,11 @@ class DeviceJobs:
         check_step_timeout(req.get("stepTimeoutInMinutes"), allow_cancel=False)
         now = self.ctx.clock.now()
         async with self.ctx.db.write() as conn:
-            replay = await self._replay(conn, request_key)
-            if replay is not None:
-                return replay
             rows = await pending_rows(conn, req["thingName"], lock=True)
             row: ExecutionRow | None = pending.head(rows)
+            replay = await self._replay(conn, request_key, row)
+            if replay is not None:
+                return replay
             if row is None:
                 result: dict[str, Any] = {}
             else:
@@ -92,7 +92,7 @@ class DeviceJobs:
                         pending_rows=rows,
                     )
                 result = {"execution": self.views.execution(row, self.views.deliver(job))}
-            await self._remember(conn, request_key, result, now)
+            await self._remember(conn, request_key, result, now, row)
         return result
 
     async def describe_job_execution(self, req: shapes.DescribeJobExecutionRequest) -> dict[str, Any]:
@@ -124,9 +124,6 @@ class DeviceJobs:
         check_step_timeout(step, allow_cancel=True)
         now = self.ctx.clock.now()
         async with self.ctx.db.write() as conn:
-            replay = await self._replay(conn, request_key)
-            if replay is not None:
-                return replay
             rows = await pending_rows(conn, req["thingName"], lock=True)
             number = req.get("executionNumber")
             row = next(
@@ -135,6 +132,9 @@ class DeviceJobs:
             )
             if row is None:  # not pending: the latest execution says why it cannot change
                 row = await latest_execution(conn, req["jobId"], req["thingName"], number, lock=True)
+            replay = await self._replay(conn, request_key, row)
+            if replay is not None:
+                return replay
             expected = req.get("expectedVersion")
             if expected is not None and int(expected) != row.version_number:
                 raise VersionConflict(
@@ -156,24 +156,60 @@ class DeviceJobs:
                 result["executionState"] = self.views.state(row)
             if req.get("includeJobDocument") and job.document is not None:
                 result["jobDocument"] = self.views.deliver(job)
-            await self._remember(conn, request_key, result, now)
+            await self._remember(conn, request_key, result, now, row)
         return result
 
     # -- redelivered requests ------------------------------------------------------------------------
 
-    async def _replay(self, conn: AsyncConnection, request_key: str | None) -> dict[str, Any] | None:
-        if request_key is None:
+    async def _replay(
+        self, conn: AsyncConnection, request_key: str | None, addressed: ExecutionRow | None
+    ) -> dict[str, Any] | None:
+        """The stored answer of this very request, if it still stands: the execution the request
+        addresses now (``addressed``) is the one the answer was about, at the version it produced.
+        Versions only grow, so an answer that no longer stands never stands again."""
+        if request_key is None or addressed is None:
             return None
-        q = select(DEVICE_REQUESTS.c.result).where(DEVICE_REQUESTS.c.request_key == request_key)
-        result: dict[str, Any] | None = await conn.scalar(q)
+        q = select(
+            DEVICE_REQUESTS.c.result,
+            DEVICE_REQUESTS.c.job_id,
+            DEVICE_REQUESTS.c.execution_number,
+            DEVICE_REQUESTS.c.version_number,
+        ).where(DEVICE_REQUESTS.c.request_key == request_key)
+        stored = (await conn.execute(q)).first()
+        if stored is None:
+            return None
+        if (stored.job_id, stored.execution_number, stored.version_number) != (
+            addressed.job_id,
+            addressed.execution_number,
+            addressed.version_number,
+        ):
+            return None
+        result: dict[str, Any] = stored.result
         return result
 
     async def _remember(
-        self, conn: AsyncConnection, request_key: str | None, result: dict[str, Any], now: float
+        self,
+        conn: AsyncConnection,
+        request_key: str | None,
+        result: dict[str, Any],
+        now: float,
+        produced: ExecutionRow | None,
     ) -> None:
-        """Stored in the same transaction as the change: either both happened or neither."""
-        if request_key is not None:
-            await conn.execute(insert(DEVICE_REQUESTS).values(request_key=request_key, result=result, created_at=now))
+        """Stored in the same transaction as the change: either both happened or neither.  An answer
+        that changed nothing (no execution pending) needs no record: handling it again is harmless."""
+        if request_key is None or produced is None:
+            return
+        await conn.execute(delete(DEVICE_REQUESTS).where(DEVICE_REQUESTS.c.request_key == request_key))
+        await conn.execute(
+            insert(DEVICE_REQUESTS).values(
+                request_key=request_key,
+                result=result,
+                created_at=now,
+                job_id=produced.job_id,
+                execution_number=produced.execution_number,
+                version_number=produced.version_number,
+            )
+        )
 
     # -- the one place an execution changes status on a device's word ----------------------------
 

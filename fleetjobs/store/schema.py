@@ -180,13 +180,19 @@ class EventConfiguration(Base):
 
 
 class DeviceRequest(Base):
-    """Results of state-changing device requests, by request key, so that a request the broker
-    delivers again (fleetjobs died before acknowledging it) is answered the same way, not re-run."""
+    """Results of state-changing device requests, by request key (topic + bytes), so that a request
+    the broker delivers again (fleetjobs died before acknowledging it) is answered the same way, not
+    re-run.  An answer stands only while the execution it addressed (``job_id``, ``execution_number``)
+    is still the one the request addresses, at the version the answer produced (``version_number``):
+    a later request with the same bytes is then a new request, as on AWS."""
 
     __tablename__ = "device_requests"
     request_key: Mapped[str] = mapped_column(String(64), primary_key=True)
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[float] = mapped_column(Epoch, index=True)
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    execution_number: Mapped[int | None] = mapped_column(BigInteger)
+    version_number: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class RolloutQueue(Base):

@@ -7,6 +7,7 @@ a device hears the same document whichever path told it.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import select
@@ -31,6 +32,8 @@ from fleetjobs.store.rows import (
 )
 from fleetjobs.store.sql import locked
 from fleetjobs.store.tables import EXECUTIONS, JOBS
+
+log = logging.getLogger("fleetjobs.device")
 
 THINGS_PER_QUERY = 500
 
@@ -134,12 +137,23 @@ class DeviceViews:
         heads: dict[str, ExecutionRow | None] = {t: pending.head(rows) for t, rows in by_thing.items()}
         job_ids = sorted({h.job_id for h in heads.values() if h is not None})
         documents: dict[str, str | None] = {}
+        broken: set[str] = set()
         if job_ids:
             q = select(JOBS.c.job_id, JOBS.c.document, JOBS.c.config, JOBS.c.status).where(JOBS.c.job_id.in_(job_ids))
-            documents = {r.job_id: self.deliver(r) for r in as_job_deliveries(await conn.execute(q))}
+            for job in as_job_deliveries(await conn.execute(q)):
+                try:
+                    documents[job.job_id] = self.deliver(job)
+                except Exception:
+                    # One job's document (e.g. an artifact store that cannot sign) must not hold back
+                    # every other thing's notifications: its things get no notify-next this time.
+                    log.exception("cannot deliver the document of job %s; its notify-next is skipped", job.job_id)
+                    broken.add(job.job_id)
         views: dict[str, PendingChanged] = {}
         for thing, rows in by_thing.items():
             head = heads[thing]
+            if head is not None and head.job_id in broken:
+                views[thing] = PendingChanged(thing, self.listing(rows), None, True, False)
+                continue
             execution = self.execution(head, documents.get(head.job_id)) if head is not None else None
             views[thing] = PendingChanged(thing, self.listing(rows), execution, True, True)
         return views

@@ -97,8 +97,19 @@ class NoticeDrain:
         for thing, (always, jobs) in wanted.items():
             view = views[thing]
             head_job = view.execution["jobId"] if view.execution is not None else None
-            batch.changes.append(PendingChanged(thing, view.listing, view.execution, True, always or head_job in jobs))
+            # A view that could not be built (notify_next False) publishes its listing only.
+            next_wanted = view.notify_next and (always or head_job in jobs)
+            batch.changes.append(PendingChanged(thing, view.listing, view.execution, True, next_wanted))
         return batch
+
+    async def release(self, batch: NoticeBatch) -> None:
+        """Give back a batch that was not (wholly) published: every notice stays, with its cursor,
+        for the next take, of this instance or another."""
+        ids = [*batch.untouched, *batch.thing_notice_ids, *batch.job_cursors]
+        if not ids:
+            return
+        async with self.ctx.db.write() as conn:
+            await conn.execute(update(PENDING_NOTICES).where(PENDING_NOTICES.c.id.in_(ids)).values(lease_until=None))
 
     async def done(self, batch: NoticeBatch) -> None:
         async with self.ctx.db.write() as conn:
