@@ -1,8 +1,10 @@
 """The device agent: the AWS IoT Jobs MQTT API (JOBS_API.md §5) from the device's side.
 
-On start and on each ``notify-next`` it publishes ``start-next``, runs the execution it is handed
-(one at a time), reports progress with ``<jobId>/update`` IN_PROGRESS and ends with SUCCEEDED,
-FAILED or REJECTED.  Only the standard topics are used, so it works against fleetjobs or AWS IoT.
+On start, on each ``notify-next`` and after a reconnection it asks ``start-next``, runs the execution
+it is handed (one at a time), reports progress with ``<jobId>/update`` IN_PROGRESS and ends with
+SUCCEEDED, FAILED or REJECTED.  Topics, clientTokens, retries and reconnection are
+:mod:`fleetjobs.device.jobs_session`'s (its docstring has the retry contract); only the standard
+topics are used, so it works against fleetjobs or AWS IoT.
 """
 
 from __future__ import annotations
@@ -14,22 +16,35 @@ import logging
 import os
 import time
 import unicodedata
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Coroutine
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
-
-import aiomqtt
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fleetjobs.agent import handlers
 from fleetjobs.agent.documents import BUILTIN_HANDLERS, InvalidDocument, Plan, Step, parse
 from fleetjobs.agent.state import AgentState
+from fleetjobs.device.jobs_session import (
+    Backoff,
+    Connected,
+    JobExecution,
+    JobsSession,
+    JobsSessionError,
+    NextNotification,
+    Rejected,
+    RequestFailed,
+    RetryPolicy,
+    SessionConfig,
+    SessionEvent,
+)
+
+if TYPE_CHECKING:
+    import aiomqtt
 
 log = logging.getLogger("fleetjobs.agent")
+T = TypeVar("T")
 
-RETRIED_CODES = ("RequestThrottled", "InternalError")
 GONE_CODES = ("InvalidStateTransition", "ResourceNotFound", "TerminalStateReached")
 MAX_DETAILS = 10
 TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "CANCELED", "TIMED_OUT", "REMOVED")
@@ -56,8 +71,8 @@ class AgentConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class AgentError(Exception):
-    pass
+# What the agent raises when it cannot reach the Jobs API (no broker, no answer within the retries).
+AgentError = JobsSessionError
 
 
 class _Reboot(Exception):
@@ -101,17 +116,27 @@ def clean_details(details: dict[str, Any]) -> dict[str, str]:
 
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
-        if urlsplit(config.mqtt_url).scheme not in ("mqtt", "mqtts"):
-            raise ValueError(f"the MQTT URL must be mqtt://host:port or mqtts://host:port, not {config.mqtt_url}")
         self.config = config
+        self.session_config = SessionConfig(
+            thing_name=config.thing_name,
+            mqtt_url=config.mqtt_url,
+            ca_file=config.ca_file,
+            cert_file=config.cert_file,
+            key_file=config.key_file,
+            keepalive=config.keepalive,
+            retry=RetryPolicy(config.request_timeout, config.request_attempts, Backoff(0.5, 8.0)),
+            reconnect_attempts=None,  # a device keeps trying
+            connect_backoff=Backoff(1.0, 60.0),
+            requests=frozenset({"start-next", "describe", "update"}),  # what it uses: AWS IoT policies can be tight
+            buffer=0,  # notifications are taken through _on_event
+        )
+        self.session_config.broker()  # a bad URL fails here, not on the first connect
         self.state = AgentState(config.state_dir)
-        self.prefix = f"$aws/things/{config.thing_name}/jobs"
+        self.stats: Counter[str] = Counter()  # the session's request counters
         self.rebooting = False
         self.resumed_from: int | None = None  # offset the last resumed download continued from
-        self._client: aiomqtt.Client | None = None
-        self._pending: dict[str, asyncio.Future[tuple[bool, dict[str, Any]]]] = {}
-        self._notify: asyncio.Event | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._jobs: JobsSession | None = None
+        self._notify: asyncio.Event | None = None  # set on notify-next and on connection changes
         self._timer_set = False
         self._last_progress = 0.0
 
@@ -120,155 +145,89 @@ class Agent:
     def _log(self, level: int, event: str, **fields: Any) -> None:
         log.log(level, event, extra={"fields": {"thing": self.config.thing_name, **fields}})
 
-    # -- MQTT session ---------------------------------------------------------------------------
+    # -- the Jobs session ------------------------------------------------------------------------
 
-    def _mqtt_client(self) -> aiomqtt.Client:
-        url = urlsplit(self.config.mqtt_url)
-        tls = None
-        if url.scheme == "mqtts":
-            tls = aiomqtt.TLSParameters(
-                ca_certs=self.config.ca_file, certfile=self.config.cert_file, keyfile=self.config.key_file
-            )
-        return aiomqtt.Client(
-            url.hostname or "127.0.0.1",
-            url.port or (8883 if url.scheme == "mqtts" else 1883),
-            identifier=self.config.thing_name,
-            tls_params=tls,
-            keepalive=self.config.keepalive,
-        )
+    @property
+    def _client(self) -> aiomqtt.Client | None:
+        """The MQTT client while connected, else None."""
+        return self._jobs.client if self._jobs is not None else None
 
     @contextlib.asynccontextmanager
-    async def _session(self) -> AsyncIterator[None]:
-        if self._client is not None:
+    async def _session(self, connect_attempts: int | None, stop: asyncio.Event | None = None) -> AsyncIterator[None]:
+        if self._jobs is not None:
             yield
             return
         self._notify = asyncio.Event()
-        async with self._mqtt_client() as client:
-            self._client = client
-            reader = self._reader = asyncio.create_task(self._read(client))
-            try:
-                for suffix in (
-                    "notify-next",
-                    "start-next/accepted",
-                    "start-next/rejected",
-                    "+/update/accepted",
-                    "+/update/rejected",
-                    "+/get/accepted",
-                    "+/get/rejected",
-                ):
-                    await client.subscribe(f"{self.prefix}/{suffix}", qos=1)
-                self._log(logging.INFO, "connected", url=self.config.mqtt_url)
-                yield
-            finally:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await reader
-                self._client = None
-                for fut in self._pending.values():
-                    fut.cancel()
-                self._pending.clear()
-
-    async def _read(self, client: aiomqtt.Client) -> None:
+        jobs = JobsSession(
+            replace(self.session_config, connect_attempts=connect_attempts),
+            stats=self.stats,
+            logger=log,
+            on_event=self._on_event,
+        )
+        self._jobs = jobs
         try:
-            await self._dispatch(client)
-        finally:  # the connection is gone: wake whoever waits on it
-            for fut in self._pending.values():
-                if not fut.done():
-                    fut.set_exception(aiomqtt.MqttError("connection lost"))
-                    fut.exception()  # retrieved: its waiter, if any, gets it anyway
-            self._pending.clear()
+            if stop is None:
+                await jobs.connect()
+            else:
+                await _until(jobs.connect(), stop)
+            yield
+        finally:
+            self._jobs = None
+            await jobs.close()
+
+    def _on_event(self, event: SessionEvent) -> None:
+        # A reconnection counts as news: notifications sent while the agent was away are lost. A
+        # drop does not: there is nothing to ask until the session is back.
+        if isinstance(event, NextNotification) or (isinstance(event, Connected) and event.after_drop):
             if self._notify is not None:
                 self._notify.set()
 
-    def _check_connected(self) -> None:
-        if self._client is None or self._reader is None or self._reader.done():
-            raise aiomqtt.MqttError("not connected to the broker")
-
-    async def _dispatch(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            topic = message.topic.value
-            try:
-                payload = json.loads(bytes(message.payload))  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                continue
-            if not isinstance(payload, dict):
-                continue
-            self._log(logging.DEBUG, "received", topic=topic)
-            if topic == f"{self.prefix}/notify-next":
-                if self._notify is not None:
-                    self._notify.set()
-                continue
-            fut = self._pending.pop(str(payload.get("clientToken")), None)
-            if fut is not None and not fut.done():
-                fut.set_result((topic.endswith("/accepted"), payload))
-
-    async def _request(self, suffix: str, body: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
-        """Publish a request (a fresh clientToken each attempt) and wait for its accepted/rejected
-        answer; retried on no answer, RequestThrottled and InternalError."""
-        self._check_connected()
-        assert self._client is not None
-        loop = asyncio.get_running_loop()
-        delay = 0.5
-        for attempt in range(self.config.request_attempts):
-            token = uuid.uuid4().hex
-            fut: asyncio.Future[tuple[bool, dict[str, Any]]] = loop.create_future()
-            self._pending[token] = fut
-            try:
-                message = json.dumps({**body, "clientToken": token})
-                await self._client.publish(f"{self.prefix}/{suffix}", message, qos=1)
-                ok, payload = await asyncio.wait_for(fut, self.config.request_timeout)
-            except TimeoutError:
-                self._log(logging.WARNING, "no answer", request=suffix, attempt=attempt + 1)
-            else:
-                if ok or payload.get("code") not in RETRIED_CODES:
-                    return ok, payload
-                self._log(logging.WARNING, "request rejected, retrying", request=suffix, code=payload.get("code"))
-            finally:
-                self._pending.pop(token, None)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 8)
-        raise AgentError(f"no answer to {suffix} after {self.config.request_attempts} attempts")
+    @property
+    def jobs(self) -> JobsSession:
+        if self._jobs is None:
+            raise RuntimeError("the agent has no Jobs session open")
+        return self._jobs
 
     # -- public API -----------------------------------------------------------------------------
 
     async def run_once(self) -> str | None:
         """Take and run at most one job: its final status (``IN_PROGRESS`` if it stopped for a
-        reboot), or None when nothing is pending."""
-        async with self._session():
+        reboot), or None when nothing is pending.  Fails at once if the broker cannot be reached."""
+        async with self._session(connect_attempts=1):
             return await self._take_one()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Run jobs until ``stop`` is set (a job interrupted by it resumes on the next start) or a
-        reboot step stops the agent.  Reconnects when the broker goes away."""
+        reboot step stops the agent.  The session reconnects when the broker goes away."""
         stop = stop or asyncio.Event()
         backoff = 1.0
-        while not stop.is_set():
-            try:
-                async with self._session():
-                    backoff = 1.0
-                    while not stop.is_set():
-                        assert self._notify is not None
-                        self._notify.clear()
-                        status = await _until(self._take_one(), stop)
-                        if self.rebooting or stop.is_set():
-                            return
-                        if status is None:
-                            await _until(self._notify.wait(), stop)
-                            self._check_connected()
-            except (aiomqtt.MqttError, AgentError) as e:
-                self._log(logging.WARNING, "connection lost", error=str(e), retry_in=backoff)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 60)
+        async with self._session(connect_attempts=None, stop=stop):
+            while not stop.is_set():
+                assert self._notify is not None
+                self._notify.clear()
+                try:
+                    status = await _until(self._take_one(), stop)
+                except RequestFailed as e:
+                    # Offline longer than the request retries last: start over from start-next.
+                    self._log(logging.WARNING, "request failed", error=str(e), retry_in=backoff)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), backoff)
+                    backoff = min(backoff * 2, 60)
+                    continue
+                backoff = 1.0
+                if self.rebooting or stop.is_set():
+                    return
+                if status is None:
+                    await _until(self._notify.wait(), stop)
 
     # -- one job --------------------------------------------------------------------------------
 
     async def _take_one(self) -> str | None:
-        ok, answer = await self._request("start-next", {})
-        if not ok:
-            self._log(logging.WARNING, "start-next rejected", code=answer.get("code"), message=answer.get("message"))
+        result = await self.jobs.start_next()
+        if isinstance(result, Rejected):
+            self._log(logging.WARNING, "start-next rejected", code=result.code, message=result.message)
             return None
-        execution = answer.get("execution")
+        execution = result.answer.get("execution")
         current = self.state.current
         if not execution:
             if current:
@@ -302,9 +261,9 @@ class Agent:
             return set()
         return {p.name for p in d.iterdir() if p.is_file() and os.access(p, os.X_OK)}
 
-    async def _execute(self, execution: dict[str, Any], current: dict[str, Any] | None) -> str:
+    async def _execute(self, execution: JobExecution, current: dict[str, Any] | None) -> str:
         job_id, number = execution["jobId"], execution.get("executionNumber")
-        document = execution.get("jobDocument")
+        document: object = execution.get("jobDocument")
         if isinstance(document, str):
             with contextlib.suppress(ValueError):
                 document = json.loads(document)
@@ -354,7 +313,9 @@ class Agent:
             details["stdout"] = stdout
         return await self._finish(job_id, number, "SUCCEEDED", details)
 
-    async def _watched(self, job_id: str, number: int | None, work: Any) -> handlers.StepResult:
+    async def _watched(
+        self, job_id: str, number: int | None, work: Coroutine[Any, Any, handlers.StepResult]
+    ) -> handlers.StepResult:
         """Run a step; when notify-next says the queue changed, check that the execution is still
         ours (an operator may have canceled it with force): if not, stop the step (raise _JobGone)."""
         task = asyncio.ensure_future(work)
@@ -367,7 +328,7 @@ class Agent:
                 waiter.cancel()
                 if task in done:
                     return task.result()
-                if self._reader is None or self._reader.done():
+                if not self.jobs.connected:
                     return await task  # offline: finish the step, report when back
                 status = await self._execution_status(job_id, number)
                 if status in TERMINAL:
@@ -380,21 +341,17 @@ class Agent:
                     await task
 
     async def _execution_status(self, job_id: str, number: int | None) -> str | None:
-        body: dict[str, Any] = {"includeJobDocument": False}
-        if number is not None:
-            body["executionNumber"] = number
-        ok, answer = await self._request(f"{job_id}/get", body)
-        if ok:
-            return (answer.get("execution") or {}).get("status")
-        if answer.get("code") == "ResourceNotFound":
+        described = await self.jobs.describe(job_id, number, include_document=False)
+        if not isinstance(described, Rejected):
+            return described.answer.get("execution", {}).get("status")
+        if described.code == "ResourceNotFound":
             return "REMOVED"
-        if answer.get("code") == "TerminalStateReached":
+        if described.code == "TerminalStateReached":
             # Which terminal status: an update says, in the executionState of its rejection.
-            probe: dict[str, Any] = {"status": "IN_PROGRESS"}
-            if number is not None:
-                probe["executionNumber"] = number
-            ok, answer = await self._request(f"{job_id}/update", probe)
-            return None if ok else (answer.get("executionState") or {}).get("status") or "CANCELED"
+            probe = await self.jobs.update(job_id, "IN_PROGRESS", execution_number=number)
+            if not isinstance(probe, Rejected):
+                return None
+            return (probe.execution_state or {}).get("status") or "CANCELED"
         return None
 
     def _builtin(self, step: Step) -> bool:
@@ -494,23 +451,26 @@ class Agent:
         }
         if bytes_done is not None:
             details["bytes"] = str(bytes_done)
-        body: dict[str, Any] = {"status": "IN_PROGRESS", "statusDetails": clean_details(details)}
-        if number is not None:
-            body["executionNumber"] = number
+        step_timeout: int | None = None
         if first:
             if step.timeout_minutes:
-                body["stepTimeoutInMinutes"] = step.timeout_minutes
+                step_timeout = step.timeout_minutes
                 self._timer_set = True
             elif self._timer_set:
-                body["stepTimeoutInMinutes"] = -1
+                step_timeout = -1
                 self._timer_set = False
-        ok, answer = await self._request(f"{job_id}/update", body)
-        if not ok:
-            code = answer.get("code")
-            if code in GONE_CODES:
-                status = (answer.get("executionState") or {}).get("status") or "CANCELED"
-                raise _JobGone(status, f"{code}: {answer.get('message', '')}")
-            self._log(logging.WARNING, "progress update rejected", jobId=job_id, code=code)
+        result = await self.jobs.update(
+            job_id,
+            "IN_PROGRESS",
+            status_details=clean_details(details),
+            execution_number=number,
+            step_timeout_minutes=step_timeout,
+        )
+        if isinstance(result, Rejected):
+            if result.code in GONE_CODES:
+                status = (result.execution_state or {}).get("status") or "CANCELED"
+                raise _JobGone(status, f"{result.code}: {result.message}")
+            self._log(logging.WARNING, "progress update rejected", jobId=job_id, code=result.code)
 
     async def _finish(self, job_id: str, number: int | None, status: str, details: dict[str, Any]) -> str:
         """Record the outcome locally first (so the job is never run again), then report it."""
@@ -521,21 +481,17 @@ class Agent:
         return status
 
     async def _send_final(self, job_id: str, number: int | None, status: str, details: dict[str, str]) -> None:
-        body: dict[str, Any] = {"status": status, "statusDetails": details}
-        if number is not None:
-            body["executionNumber"] = number
-        if self._timer_set:
-            self._timer_set = False
-        ok, answer = await self._request(f"{job_id}/update", body)
-        if not ok:
-            state = (answer.get("executionState") or {}).get("status")
-            if state != status:
+        self._timer_set = False
+        result = await self.jobs.update(job_id, status, status_details=details, execution_number=number)
+        if isinstance(result, Rejected):
+            state = (result.execution_state or {}).get("status")
+            if state != status:  # already that status: an earlier report of ours got through
                 self._log(
                     logging.WARNING,
                     "final update rejected",
                     jobId=job_id,
-                    code=answer.get("code"),
-                    message=answer.get("message"),
+                    code=result.code,
+                    message=result.message,
                     state=state,
                 )
 
@@ -544,7 +500,7 @@ def _expand(path: str) -> Path:
     return Path(path).expanduser()
 
 
-async def _until(work: Any, stop: asyncio.Event) -> Any:
+async def _until(work: Awaitable[T], stop: asyncio.Event) -> T | None:
     """Await ``work`` unless ``stop`` is set first (then cancel it and return None)."""
     task = asyncio.ensure_future(work)
     stopper = asyncio.ensure_future(stop.wait())

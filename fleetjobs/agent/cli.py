@@ -78,13 +78,11 @@ def run_agent(args: argparse.Namespace) -> None:
         await agent.run(stop)
         return None
 
-    import aiomqtt
-
     from fleetjobs.agent import AgentError
 
     try:
         status = asyncio.run(main())
-    except (aiomqtt.MqttError, AgentError) as e:
+    except AgentError as e:
         args.subparser.exit(1, f"fleetjobs agent: error: {e}\n")
     if args.once and status is not None:
         print(status)

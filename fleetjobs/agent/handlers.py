@@ -134,6 +134,7 @@ async def download(
     fetched = 0
     try:
         status = getattr(response, "status", None) or response.code
+        total: int | None
         if status == 416:  # the part file is already complete
             total = offset
         else:

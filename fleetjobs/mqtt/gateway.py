@@ -13,6 +13,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import zlib
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,13 +21,27 @@ from urllib.parse import urlsplit
 import aiomqtt
 
 from fleetjobs.clock import Clock
-from fleetjobs.domain.errors import InvalidRequest, ServiceError
+from fleetjobs.domain.errors import ServiceError, ServiceUnavailable
 from fleetjobs.mqtt import codec, notifications, topics
 from fleetjobs.service import events
 from fleetjobs.service.device_jobs import DeviceJobs
+from fleetjobs.service.effects.device_batch import DeviceCall
 from fleetjobs.service.loops.notice_drain import NoticeDrain
 
 log = logging.getLogger("fleetjobs.mqtt")
+
+# At most this many requests are applied in one transaction.
+MAX_BATCH = 500
+
+
+@dataclass(frozen=True)
+class _Incoming:
+    client: aiomqtt.Client
+    message: aiomqtt.Message
+    topic: str
+    parsed: topics.Request | topics.InvalidTopic
+    payload: bytes
+
 
 # How long a publish may wait for the broker's PUBACK before it counts as not delivered.
 PUBLISH_TIMEOUT = 10.0
@@ -36,12 +51,6 @@ class NotConnected(aiomqtt.MqttError):
     """The gateway has no broker connection right now."""
 
 
-OPERATION_METHOD = {
-    topics.GET_PENDING: "get_pending_job_executions",
-    topics.START_NEXT: "start_next_pending_job_execution",
-    topics.DESCRIBE: "describe_job_execution",
-    topics.UPDATE: "update_job_execution",
-}
 CHANGING = (topics.START_NEXT, topics.UPDATE)  # answered once even when delivered twice
 # Scale-out: the broker's loopback bridge (``fleetjobs broker-config mosquitto --shared-requests``)
 # copies $aws/things/<thing>/jobs/... to this tree, which instances read through a shared subscription.
@@ -100,6 +109,7 @@ class MqttGateway:
         tls: TlsFiles | None = None,
         reconnect_delay: float = 1.0,
         shared_group: str | None = None,
+        batch_workers: int = 1,
     ) -> None:
         self.target = BrokerTarget.parse(url)
         self.device = device
@@ -111,7 +121,9 @@ class MqttGateway:
         self.shared_group = shared_group or None
         self.request_filter = shared_filter(shared_group) if shared_group else topics.REQUEST_FILTER
         self._client: aiomqtt.Client | None = None
-        self._thing_locks: dict[str, asyncio.Lock] = {}
+        # Requests wait here for a batch worker; a thing always goes to the same worker (its order).
+        self._inboxes: list[asyncio.Queue[_Incoming]] = [asyncio.Queue() for _ in range(max(1, batch_workers))]
+        self._workers: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._notices_waiting = asyncio.Event()
         self.connected = asyncio.Event()
@@ -120,6 +132,8 @@ class MqttGateway:
 
     async def run(self) -> None:
         """Stay connected (reconnecting after broker restarts) and serve requests until cancelled."""
+        if not self._workers:
+            self._workers = [asyncio.create_task(self._work(inbox)) for inbox in self._inboxes]
         while True:
             try:
                 async with self._connect() as client:
@@ -134,7 +148,7 @@ class MqttGateway:
                         self.request_filter,
                     )
                     async for message in client.messages:
-                        self._spawn(self._on_message(client, message))
+                        self._receive(client, message)
             except aiomqtt.MqttError as e:
                 log.warning("MQTT connection lost (%s); reconnecting", e)
             finally:
@@ -193,7 +207,7 @@ class MqttGateway:
 
     # -- requests -----------------------------------------------------------------------------------
 
-    async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    def _receive(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         received = str(message.topic)
         # In a shared group, the bridge's copy: fleetjobs/requests/<thing>/... -> $aws/things/<thing>/...
         topic = request_topic(received) if self.shared_group is not None else received
@@ -202,61 +216,73 @@ class MqttGateway:
             self._ack(client, message)
             return
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
-        thing = parsed.thing_name
-        lock = self._thing_locks.setdefault(thing, asyncio.Lock())
-        async with lock:
-            answered = True
+        inbox = self._inboxes[zlib.crc32(parsed.thing_name.encode()) % len(self._inboxes)]
+        inbox.put_nowait(_Incoming(client, message, topic, parsed, payload))
+
+    async def _work(self, inbox: asyncio.Queue[_Incoming]) -> None:
+        """Take whatever has arrived (a lone request is not kept waiting for company) and handle it
+        as one batch; what arrives meanwhile makes the next batch."""
+        while True:
+            batch = [await inbox.get()]
+            while len(batch) < MAX_BATCH and not inbox.empty():
+                batch.append(inbox.get_nowait())
             try:
-                await self.handle(topic, parsed, payload)
-                log.debug("handled request %s (gateway %s)", topic, self.client_id)
-            except aiomqtt.MqttError as e:
+                await self._handle_batch(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("failed to handle a batch of %d requests", len(batch))
+
+    async def _handle_batch(self, batch: list[_Incoming]) -> None:
+        now = self.clock.now()
+        answers: list[tuple[_Incoming, str, bytes]] = []
+        calls: list[DeviceCall] = []
+        callers: list[tuple[_Incoming, str | None]] = []
+        for item in batch:
+            token: str | None = None
+            try:
+                doc = codec.decode(item.payload)
+                token = codec.client_token(doc)
+                if isinstance(item.parsed, topics.InvalidTopic):
+                    message = f"The topic {item.topic} does not map to any Jobs API"
+                    answers.append((item, "rejected", codec.rejected("InvalidTopic", message, token, now)))
+                    continue
+                op = item.parsed.operation
+                req = codec.build_request(op, item.parsed.thing_name, item.parsed.job_id, doc)
+            except codec.InvalidJson as e:
+                answers.append((item, "rejected", codec.rejected("InvalidJson", str(e), None, now)))
+                continue
+            except ServiceError as e:
+                answers.append((item, "rejected", codec.rejected("InvalidRequest", e.message, token, now)))
+                continue
+            # The same request delivered again (after a crash before its PUBACK) gets the same answer.
+            key = codec.request_key(item.topic, item.payload) if op in CHANGING and token is not None else None
+            calls.append(DeviceCall(op, req, key))
+            callers.append((item, token))
+        if calls:
+            try:
+                outcomes = await self.device.handle_batch(calls)
+            except Exception:
+                log.exception("internal error handling %d requests", len(calls))
+                outcomes = [ServiceUnavailable("Internal error") for _ in calls]
+            now = self.clock.now()
+            for (item, token), outcome in zip(callers, outcomes, strict=True):
+                if isinstance(outcome, ServiceError):
+                    code, state = codec.rejection_for(outcome)
+                    answers.append((item, "rejected", codec.rejected(code, outcome.message, token, now, state)))
+                else:
+                    answers.append((item, "accepted", codec.accepted(outcome, token, now)))
+        sent = await asyncio.gather(
+            *(self.publish(f"{item.topic}/{kind}", body) for item, kind, body in answers), return_exceptions=True
+        )
+        for (item, _, _), error in zip(answers, sent, strict=True):
+            if isinstance(error, BaseException):
                 # The answer did not reach the broker: no PUBACK either, so the broker delivers the
                 # request again after the reconnect and it is answered then (from its record if it
                 # changed something).
-                log.warning("could not answer %s: %s", topic, e)
-                answered = False
-            except Exception:
-                log.exception("failed to handle %s", topic)
-            if answered:
-                self._ack(client, message)
-        if not lock.locked() and self._thing_locks.get(thing) is lock:
-            del self._thing_locks[thing]
-
-    async def handle(self, topic: str, parsed: topics.Request | topics.InvalidTopic, payload: bytes) -> None:
-        now = self.clock.now()
-        token: str | None = None
-        try:
-            doc = codec.decode(payload)
-            token = codec.client_token(doc)
-        except codec.InvalidJson as e:
-            await self.publish(f"{topic}/rejected", codec.rejected("InvalidJson", str(e), None, now))
-            return
-        except InvalidRequest as e:
-            await self.publish(f"{topic}/rejected", codec.rejected("InvalidRequest", e.message, None, now))
-            return
-        if isinstance(parsed, topics.InvalidTopic):
-            message = f"The topic {topic} does not map to any Jobs API"
-            await self.publish(f"{topic}/rejected", codec.rejected("InvalidTopic", message, token, now))
-            return
-        try:
-            req = codec.build_request(parsed.operation, parsed.thing_name, parsed.job_id, doc)
-            method = getattr(self.device, OPERATION_METHOD[parsed.operation])
-            if parsed.operation in CHANGING and token is not None:
-                # The same request delivered again (after a crash before its PUBACK) gets the same answer.
-                result = await method(req, request_key=codec.request_key(topic, payload))
-            else:
-                result = await method(req)
-        except ServiceError as e:
-            code, state = codec.rejection_for(e)
-            await self.publish(f"{topic}/rejected", codec.rejected(code, e.message, token, self.clock.now(), state))
-            return
-        except Exception:
-            log.exception("internal error handling %s", topic)
-            await self.publish(
-                f"{topic}/rejected", codec.rejected("InternalError", "Internal error", token, self.clock.now())
-            )
-            return
-        await self.publish(f"{topic}/accepted", codec.accepted(result, token, self.clock.now()))
+                log.warning("could not answer %s: %s", item.topic, error)
+                continue
+            self._ack(item.client, item.message)
 
     # -- notifications --------------------------------------------------------------------------------
 
@@ -322,6 +348,6 @@ class MqttGateway:
             log.warning("could not notify %s: %s", thing, e)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
+        for task in [*self._workers, *self._tasks]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._workers, *self._tasks, return_exceptions=True)

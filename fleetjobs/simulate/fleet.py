@@ -5,9 +5,10 @@ own requests. On a notification (and once on connecting) it asks ``start-next``;
 in hand it "works" (sleeps a random time), reports ``IN_PROGRESS`` with its progress halfway, then
 ``SUCCEEDED``, or ``FAILED`` / ``REJECTED`` at the configured rates, and asks ``start-next`` again
 until nothing is pending. Some devices drop off the network mid-job and come back later to finish
-it; ``latency_ms`` delays every message both ways. Every request carries a ``clientToken``; a
-``RequestThrottled`` or ``InternalError`` answer, or no answer at all, is retried with backoff under
-the same token (fleetjobs replays the first answer of a token, so a retry never applies twice).
+it; ``latency_ms`` delays every message both ways. Each device is a
+:class:`fleetjobs.device.jobs_session.JobsSession`: the agent's topics, clientTokens and retry
+contract (no answer, ``RequestThrottled``, ``InternalError``: the same bytes again after a backoff),
+with the fleet's counters summed in one Counter per process.
 
 Many devices in one event loop; with ``processes > 1`` they are spread over that many processes,
 which report their counters to the parent.
@@ -21,16 +22,27 @@ import json
 import multiprocessing as mp
 import os
 import random
-import socket
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-RETRYABLE = frozenset({"RequestThrottled", "InternalError"})
+from fleetjobs.device.jobs_session import (
+    Backoff,
+    Connected,
+    ConnectFailed,
+    Disconnected,
+    JobExecution,
+    JobsSession,
+    NextNotification,
+    Rejected,
+    RetryPolicy,
+    SessionConfig,
+    SessionEvent,
+)
+
 TERMINAL_JOB = frozenset({"COMPLETED", "CANCELED", "DELETION_IN_PROGRESS"})
 COUNTERS = (
     "requests",
@@ -220,15 +232,12 @@ def register_fleet(config: FleetConfig, client: Any = None) -> int:
 # -- one device -------------------------------------------------------------------------------------------------
 
 
-class Rejected(Exception):
-    def __init__(self, code: str, doc: dict[str, Any]) -> None:
-        super().__init__(f"{code}: {doc.get('message')}")
-        self.code = code
-        self.doc = doc
+class RequestRejected(Exception):
+    """A rejection the device cannot work around: its execution was canceled, timed out or removed."""
 
-
-class GaveUp(Exception):
-    pass
+    def __init__(self, rejection: Rejected) -> None:
+        super().__init__(f"{rejection.code}: {rejection.message}")
+        self.rejection = rejection
 
 
 class Device:
@@ -238,180 +247,72 @@ class Device:
         self.stats = pool.stats
         self.thing = thing
         self.rng = rng
-        self.base = f"$aws/things/{thing}/jobs"
         self.state = "connecting"
-        self.client: Any = None
-        self.reader: asyncio.Task[None] | None = None
-        self.pending: dict[str, asyncio.Future[tuple[str, dict[str, Any]]]] = {}
         self.wake = asyncio.Event()
-        self.online = asyncio.Event()
-        self.n = 0
+        c = self.config
+        backoff = Backoff(0.2, 5.0, jitter=0.5)
+        self.session = JobsSession(
+            SessionConfig(
+                thing_name=thing,
+                mqtt_url=c.mqtt_url,
+                ca_file=c.mqtt_ca_file,
+                keepalive=c.keepalive,
+                tcp_nodelay=True,
+                retry=RetryPolicy(c.request_timeout, c.max_retries + 1, backoff),
+                connect_attempts=8,
+                reconnect_attempts=8,
+                connect_backoff=backoff,
+                latency=c.latency_ms / 1000,
+                requests=frozenset({"start-next", "update"}),  # fewer subscriptions: 10,000 devices on one broker
+                buffer=0,  # notifications are taken through _on_event
+            ),
+            stats=pool.stats,
+            rng=rng,
+            on_event=self._on_event,
+            connect_gate=pool.connect_gate,
+        )
 
-    # connection
+    @property
+    def online(self) -> bool:
+        return self.session.connected
 
-    async def connect(self) -> None:
-        import aiomqtt
-
-        u = self.pool.broker
-        tls = aiomqtt.TLSParameters(ca_certs=self.config.mqtt_ca_file) if u.scheme == "mqtts" else None
-        for attempt in range(8):
-            client = aiomqtt.Client(
-                u.hostname or "127.0.0.1",
-                u.port or (8883 if tls else 1883),
-                identifier=self.thing,
-                clean_session=True,
-                keepalive=self.config.keepalive,
-                tls_params=tls,
-                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-            )
-            try:
-                async with self.pool.connect_gate:
-                    await client.__aenter__()
-                    await client.subscribe(
-                        [
-                            (f"{self.base}/notify-next", 1),
-                            (f"{self.base}/start-next/+", 1),
-                            (f"{self.base}/+/update/+", 1),
-                        ]
-                    )
-            except Exception:
-                self.stats["connect_errors"] += 1
-                with contextlib.suppress(Exception):
-                    await client.__aexit__(None, None, None)
-                await asyncio.sleep(min(0.2 * 2**attempt, 5) * self.rng.uniform(0.5, 1.5))
-                continue
-            self.client = client
-            self.reader = asyncio.create_task(self._read(client))
-            self.online.set()
-            return
-        self.state = "down"
-        raise GaveUp("could not connect")
-
-    async def disconnect(self) -> None:
-        self.online.clear()
-        if self.reader is not None:
-            self.reader.cancel()
-            with contextlib.suppress(BaseException):
-                await self.reader
-            self.reader = None
-        if self.client is not None:
-            with contextlib.suppress(Exception):
-                await self.client.__aexit__(None, None, None)
-            self.client = None
-        for fut in self.pending.values():
-            if not fut.done():
-                fut.cancel()
-        self.pending.clear()
-
-    async def _read(self, client: Any) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-            async for message in client.messages:
-                try:
-                    doc = json.loads(message.payload)
-                except ValueError:
-                    continue
-                if not isinstance(doc, dict):
-                    continue
-                if self.config.latency_ms > 0:  # the network delays each message, not the queue behind it
-                    loop.call_later(self._latency(), self._handle, str(message.topic), doc)
-                else:
-                    self._handle(str(message.topic), doc)
-        except Exception:  # connection lost: requests time out and are retried after reconnecting
-            self.online.clear()
-            if self.pool.running:
-                asyncio.get_running_loop().create_task(self._reconnect())
-
-    def _handle(self, topic: str, doc: dict[str, Any]) -> None:
-        if topic.endswith("/notify-next"):
-            self.stats["notifications"] += 1
-            execution = doc.get("execution")
-            if execution:
-                if self.state == "idle" and execution.get("status") == "QUEUED":
+    def _on_event(self, event: SessionEvent) -> None:
+        if isinstance(event, NextNotification):
+            if event.execution:
+                if self.state == "idle" and event.execution.get("status") == "QUEUED":
                     self.state = "queued"
                 self.wake.set()
-            return
-        fut = self.pending.pop(doc.get("clientToken", ""), None)
-        if fut is not None and not fut.done():
-            fut.set_result((topic.rsplit("/", 1)[1], doc))
+        elif isinstance(event, Connected) and event.after_drop:
+            self.wake.set()  # what was notified while the connection was down is lost: ask
+        elif isinstance(event, Disconnected) and event.error is not None and not event.reconnecting:
+            self.state = "down"  # the session gave up reconnecting
 
-    def _latency(self) -> float:
-        return self.config.latency_ms / 1000 * self.rng.uniform(0.5, 1.5)
-
-    async def _reconnect(self) -> None:
-        await self.disconnect()
-        self.stats["reconnects"] += 1
-        with contextlib.suppress(GaveUp):
-            await self.connect()
-
-    async def _delay(self) -> None:
-        if self.config.latency_ms > 0:
-            await asyncio.sleep(self._latency())
+    async def connect(self) -> None:
+        try:
+            await self.session.connect()
+        except ConnectFailed:
+            self.state = "down"
+            raise
 
     # requests
 
-    async def request(self, suffix: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Publish to ``<base>/<suffix>`` and wait for its answer; retry throttling, errors, silence."""
-        self.n += 1
-        token = f"{self.thing}:{self.n}:{self.rng.getrandbits(32):08x}"
-        body = json.dumps({**payload, "clientToken": token}).encode()
-        loop = asyncio.get_running_loop()
-        for attempt in range(self.config.max_retries + 1):
-            if attempt:
-                self.stats["retries"] += 1
-                await asyncio.sleep(min(0.1 * 2**attempt, 5.0) * self.rng.uniform(0.5, 1.5))
-            if not self.online.is_set():
-                try:
-                    await asyncio.wait_for(self.online.wait(), self.config.request_timeout)
-                except TimeoutError:
-                    continue
-            fut: asyncio.Future[tuple[str, dict[str, Any]]] = loop.create_future()
-            self.pending[token] = fut
-            await self._delay()
-            self.stats["requests"] += 1
-            self.pool.requests_total += 1
-            try:
-                await self.client.publish(f"{self.base}/{suffix}", body, qos=1)
-                outcome, doc = await asyncio.wait_for(fut, self.config.request_timeout)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise
-                self.pending.pop(token, None)  # our answer was lost with the connection: ask again
-                self.stats["timeouts"] += 1
-                continue
-            except TimeoutError:
-                self.pending.pop(token, None)
-                self.stats["timeouts"] += 1
-                continue
-            except Exception:  # publish on a lost connection
-                self.pending.pop(token, None)
-                self.stats["timeouts"] += 1
-                continue
-            if outcome == "accepted":
-                self.stats["accepted"] += 1
-                return doc
-            code = str(doc.get("code"))
-            if code == "RequestThrottled":
-                self.stats["throttled"] += 1
-                continue
-            if code in RETRYABLE:
-                self.stats["internal_errors"] += 1
-                continue
-            self.stats["other_rejections"] += 1
-            raise Rejected(code, doc)
-        self.stats["gave_up"] += 1
-        raise GaveUp(suffix)
+    async def start_next(self, details: dict[str, str] | None = None) -> JobExecution | None:
+        result = await self.session.start_next(status_details=details)
+        if isinstance(result, Rejected):
+            raise RequestRejected(result)
+        return result.answer.get("execution")
 
-    async def update(self, job_id: str, status: str, details: dict[str, str]) -> dict[str, Any]:
-        return await self.request(f"{job_id}/update", {"status": status, "statusDetails": details})
+    async def update(self, job_id: str, status: str, details: dict[str, str]) -> None:
+        result = await self.session.update(job_id, status, status_details=details)
+        if isinstance(result, Rejected):
+            raise RequestRejected(result)
 
     # the device's life
 
     async def run(self) -> None:
         try:
             await self.connect()
-        except GaveUp:
+        except ConnectFailed:
             return
         self.state = "idle"
         self.wake.set()  # a device looks for work when it comes up, not only when notified
@@ -420,7 +321,7 @@ class Device:
             self.wake.clear()
             try:
                 await self.drain()
-            except Exception:  # gave up, a rejected start-next, a broken connection: wait for the next nudge
+            except Exception:  # gave up, a rejected start-next: wait for the next nudge
                 if self.state != "down" and self.pool.running:
                     await asyncio.sleep(1.0)
                     self.wake.set()
@@ -429,14 +330,13 @@ class Device:
 
     async def drain(self) -> None:
         while True:
-            doc = await self.request("start-next", {"statusDetails": {"step": "starting"}})
-            execution = doc.get("execution")
+            execution = await self.start_next({"step": "starting"})
             if not execution:
                 self.state = "idle"
                 return
             await self.execute(execution)
 
-    async def execute(self, execution: dict[str, Any]) -> None:
+    async def execute(self, execution: JobExecution) -> None:
         job_id = execution["jobId"]
         self.state = "in_progress"
         self.stats["executions_started"] += 1
@@ -461,7 +361,7 @@ class Device:
             else:
                 await self.update(job_id, "SUCCEEDED", {"step": "done", "progress": "100%"})
                 outcome = "succeeded"
-        except Rejected:  # canceled, timed out or removed under us (InvalidStateTransition, ...)
+        except RequestRejected:  # canceled, timed out or removed under us (InvalidStateTransition, ...)
             outcome = "abandoned"
         finally:
             self.stats[outcome] += 1
@@ -472,14 +372,12 @@ class Device:
         """Drop off the network mid-job, come back later; True if the execution is still ours."""
         self.stats["offline_events"] += 1
         self.state = "offline"
-        await self.disconnect()
+        await self.session.disconnect()
         await asyncio.sleep(self.config.offline_seconds * self.rng.uniform(0.5, 1.5))
-        self.stats["reconnects"] += 1
-        await self.connect()
+        await self.connect()  # counted in "reconnects"
         self.state = "in_progress"
-        doc = await self.request("start-next", {})
-        execution = doc.get("execution") or {}
-        return execution.get("jobId") == job_id
+        execution = await self.start_next()
+        return execution is not None and execution.get("jobId") == job_id
 
 
 # -- a pool of devices in one event loop ------------------------------------------------------------------------
@@ -488,12 +386,10 @@ class Device:
 class DevicePool:
     def __init__(self, config: FleetConfig, names: list[str]) -> None:
         self.config = config
-        self.broker = urlsplit(config.mqtt_url)
-        if self.broker.scheme not in ("mqtt", "mqtts"):
+        if not config.mqtt_url.startswith(("mqtt://", "mqtts://")):
             raise ValueError(f"--mqtt-url must be mqtt://host:port or mqtts://host:port, not {config.mqtt_url!r}")
         self.stats: Counter[str] = Counter()
         self.per_job: dict[str, Counter[str]] = {}
-        self.requests_total = 0
         self.running = True
         self.connect_gate = asyncio.Semaphore(max(1, config.connect_concurrency))
         seed = config.seed if config.seed is not None else random.randrange(2**32)
@@ -507,7 +403,7 @@ class DevicePool:
         states = Counter(d.state for d in self.devices)
         snap: dict[str, Any] = {k: self.stats[k] for k in COUNTERS}
         snap.update({f"state_{s}": states[s] for s in STATES})
-        snap["connected"] = sum(1 for d in self.devices if d.online.is_set())
+        snap["connected"] = sum(1 for d in self.devices if d.online)
         snap["busy"] = states["queued"] + states["in_progress"] + states["offline"]
         snap["per_job"] = {j: dict(c) for j, c in self.per_job.items()}
         return snap
@@ -521,7 +417,7 @@ class DevicePool:
 
         async def down(d: Device) -> None:
             async with gate:
-                await d.disconnect()
+                await d.session.close()
 
         await asyncio.gather(*(down(d) for d in self.devices), return_exceptions=True)
 
@@ -643,6 +539,8 @@ async def run_fleet(config: FleetConfig, stop: asyncio.Event | None = None) -> F
     stop_wait = asyncio.create_task(stop.wait())
 
     def describe() -> dict[str, Any] | None:
+        if iot is None:
+            return None
         try:
             j = iot.describe_job(jobId=config.watch_job)["job"]
         except Exception:
