@@ -169,8 +169,6 @@ def mqtt_gateway(settings: Settings, services: Services, clock: Clock) -> MqttGa
         client_id=settings.mqtt_client_id,
         tls=tls,
         shared_group=settings.mqtt_shared_group,
-        # SQLite has one writer: a second worker would only wait for the first.
-        batch_workers=1 if services.device_jobs.ctx.db.is_sqlite else 4,
     )
     ctx = services.device_jobs.ctx
     ctx.events.subscribe_domain(gateway.on_domain_events)

@@ -158,14 +158,9 @@ def mqtt_server(request: pytest.FixtureRequest, backends: Backend) -> Server:
     # Ready once the gateway answers a request.
     probe = Device("127.0.0.1", srv.mqtt_port, unique("probe"))
     try:
-        for _ in range(50):
-            try:
-                probe.request("get", timeout=0.5)
-                break
-            except Exception:
-                continue
-        else:
-            raise RuntimeError(f"MQTT gateway never answered:\n{srv.log()}")
+        probe.until_answered(50)
+    except TimeoutError:
+        raise RuntimeError(f"MQTT gateway never answered:\n{srv.log()}") from None
     finally:
         probe.close()
     return srv

@@ -96,6 +96,16 @@ class Device:
             except queue.Empty:
                 return out
 
+    def until_answered(self, attempts: int = 60) -> None:
+        """Ask (a request that changes nothing) until a gateway answers: it is up and subscribed."""
+        for _ in range(attempts):
+            try:
+                self.request("get", timeout=0.5)
+                return
+            except queue.Empty:
+                continue
+        raise TimeoutError("no gateway answered")
+
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()

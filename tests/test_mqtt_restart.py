@@ -18,13 +18,7 @@ def test_requests_sent_while_fleetjobs_is_down_are_answered_after_restart(backen
     job_id = fleet.job([thing_arn(thing)])
     dev = Device("127.0.0.1", mosquitto, thing)
     try:
-        # Wait for the gateway with a request that changes nothing, then take the job.
-        for _ in range(60):
-            try:
-                dev.request("get", timeout=0.5)
-                break
-            except Exception:
-                continue
+        dev.until_answered()  # the gateway is up; then take the job
         kind, doc = dev.request("start-next", timeout=15)
         assert kind == "accepted" and doc["execution"]["jobId"] == job_id
         srv.stop(kill=True)

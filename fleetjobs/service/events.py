@@ -7,6 +7,7 @@ schedule their work.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,6 +91,16 @@ class EventHub:
     def subscribe_domain(self, listener: Listener) -> None:
         """``listener(events)`` receives the events of each committed transaction."""
         self._domain.append(listener)
+
+    def wake_on(self, kind: type, wakeup: asyncio.Event) -> None:
+        """Set ``wakeup`` whenever a committed transaction recorded an event of ``kind``: how a
+        background loop hears of work this instance just queued, without waiting for its poll."""
+
+        def listener(committed: list[Any]) -> None:
+            if any(isinstance(e, kind) for e in committed):
+                wakeup.set()
+
+        self.subscribe_domain(listener)
 
     def dispatch(self, events: list[Any]) -> None:
         for listener in self._domain:

@@ -7,10 +7,11 @@ and are serialised).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, func
+from sqlalchemy import ColumnElement, Select, any_, bindparam, func
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -37,6 +38,15 @@ async def retry_once_on_integrity_error(attempt: Callable[[], Awaitable[R]]) -> 
         return await attempt()
     except IntegrityError:
         return await attempt()
+
+
+def among(column: Any, values: Sequence[Any], conn: AsyncConnection) -> ColumnElement[bool]:
+    """``column IN (values)``.  On PostgreSQL as ``= ANY(:array)``: one bound array instead of one
+    parameter per value, so the statement is compiled once and cached whatever the number of values
+    (an ``IN`` list is re-rendered for every new length)."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(list(values))
 
 
 def prefix_of(column: Any, prefix: str) -> ColumnElement[bool]:

@@ -50,7 +50,7 @@ from fleetjobs.service.effects.outcomes import after_outcomes, after_success
 from fleetjobs.service.events import ExecutionEvent, PendingChanged
 from fleetjobs.store.database import record_event
 from fleetjobs.store.rows import ExecutionRow, JobDeliveryRow, as_job_deliveries
-from fleetjobs.store.sql import locked
+from fleetjobs.store.sql import among, locked
 from fleetjobs.store.tables import DEVICE_REQUESTS, EXECUTIONS, JOBS
 
 GET_PENDING = "GetPendingJobExecutions"
@@ -148,7 +148,7 @@ class _Batch:
             part = things[chunk : chunk + THINGS_PER_QUERY]
             q = (
                 select(EXECUTIONS)
-                .where(EXECUTIONS.c.thing_name.in_(part), EXECUTIONS.c.status.in_(PENDING))
+                .where(among(EXECUTIONS.c.thing_name, part, self.conn), EXECUTIONS.c.status.in_(PENDING))
                 .order_by(EXECUTIONS.c.id)
             )
             for row in await self.conn.execute(locked(q, self.conn) if lock else q):
@@ -165,13 +165,14 @@ class _Batch:
                 DEVICE_REQUESTS.c.job_id,
                 DEVICE_REQUESTS.c.execution_number,
                 DEVICE_REQUESTS.c.version_number,
-            ).where(DEVICE_REQUESTS.c.request_key.in_(keys))
+            ).where(among(DEVICE_REQUESTS.c.request_key, keys, self.conn))
             self.stored = {r.request_key: r for r in await self.conn.execute(q2)}
 
     async def _load_jobs(self, job_ids: set[str]) -> None:
         missing = sorted(job_ids - set(self.jobs))
         if missing:
-            q = select(JOBS.c.job_id, JOBS.c.document, JOBS.c.config, JOBS.c.status).where(JOBS.c.job_id.in_(missing))
+            cols = (JOBS.c.job_id, JOBS.c.document, JOBS.c.config, JOBS.c.status)
+            q = select(*cols).where(among(JOBS.c.job_id, missing, self.conn))
             self.jobs.update({j.job_id: j for j in as_job_deliveries(await self.conn.execute(q))})
 
     async def job(self, job_id: str) -> JobDeliveryRow:
@@ -365,7 +366,7 @@ class _Batch:
             await complete_finished_jobs(conn, sorted(self.finished), now)
         if self.remembered:
             keys = list(self.remembered)
-            await conn.execute(delete(DEVICE_REQUESTS).where(DEVICE_REQUESTS.c.request_key.in_(keys)))
+            await conn.execute(delete(DEVICE_REQUESTS).where(among(DEVICE_REQUESTS.c.request_key, keys, conn)))
             await conn.execute(
                 insert(DEVICE_REQUESTS),
                 [

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from sqlalchemy import delete, select
 
@@ -29,11 +28,7 @@ class JobPurger:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self._wakeup = asyncio.Event()
-        ctx.events.subscribe_domain(self._on_events)
-
-    def _on_events(self, committed: list[Any]) -> None:
-        if any(isinstance(e, DeletionRequested) for e in committed):
-            self._wakeup.set()
+        ctx.events.wake_on(DeletionRequested, self._wakeup)
 
     async def purge(self) -> int:
         """Delete, in chunks, the executions and then the row of every DELETION_IN_PROGRESS job.

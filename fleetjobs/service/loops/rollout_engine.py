@@ -62,14 +62,10 @@ class RolloutEngine:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.wakeup = asyncio.Event()
-        ctx.events.subscribe_domain(self._on_events)
+        ctx.events.wake_on(RolloutQueued, self.wakeup)
         # One pass at a time per process: a tick asked for (the manual clock's) waits for the one
         # under way instead of skipping the rows that one has locked and answering too early.
         self._ticking = asyncio.Lock()
-
-    def _on_events(self, committed: list[Any]) -> None:
-        if any(isinstance(e, RolloutQueued) for e in committed):
-            self.wakeup.set()
 
     # -- the passes ------------------------------------------------------------------------------------
 
