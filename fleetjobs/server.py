@@ -216,6 +216,7 @@ def build(settings: Settings, key: AccessKey, clock: Clock | None = None) -> tup
         credentials=lambda: credentials,
         # Signatures are checked against wall time: clients sign with theirs, whatever the domain clock says.
         clock=SystemClock() if manual is not None else clock,
+        region=settings.region,
         extra_routes={
             "/_fleetjobs/health": health,
             **({"/_fleetjobs/clock": clock_route(manual, services.rollout)} if manual is not None else {}),
@@ -278,21 +279,24 @@ def banner(settings: Settings, key: AccessKey, db: Database) -> str:
             else "off"
         ),
     ]
+    # The secret is printed only when it was just made: a configured one is the operator's to keep.
+    secret = key.secret_access_key if key.generated else "<your secret access key>"
     if key.generated:
         lines.append(f"  generated an access key (kept in {settings.data_dir / 'credentials.json'}):")
+        lines += [f"  access key id: {key.access_key_id}", f"  secret access key: {secret}"]
+    else:
+        lines.append(f"  access key id: {key.access_key_id} (configured)")
     lines += [
-        f"  access key id: {key.access_key_id}",
-        f"  secret access key: {key.secret_access_key}",
         "",
         "boto3:",
         "  import boto3",
         f"  iot = boto3.client('iot', endpoint_url='{endpoint}', region_name='{settings.region}',",
         f"                     aws_access_key_id='{key.access_key_id}',",
-        f"                     aws_secret_access_key='{key.secret_access_key}')",
+        f"                     aws_secret_access_key='{secret}')",
         "  iot.create_thing(thingName='my-device')",
         "",
         "AWS CLI:",
-        f"  AWS_ACCESS_KEY_ID={key.access_key_id} AWS_SECRET_ACCESS_KEY={key.secret_access_key} \\",
+        f"  AWS_ACCESS_KEY_ID={key.access_key_id} AWS_SECRET_ACCESS_KEY={secret} \\",
         f"    aws iot list-things --endpoint-url {endpoint} --region {settings.region}",
     ]
     return "\n".join(lines)

@@ -33,7 +33,7 @@ class Device:
     def _on_message(self, _client: Any, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             doc = json.loads(msg.payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # e.g. its own request echoed back (it hears jobs/#)
             return
         topic = msg.topic
         token = doc.get("clientToken") if isinstance(doc, dict) else None

@@ -332,7 +332,8 @@ def test_first_start_generates_keys_prints_them_and_a_second_start_reuses_them(k
     assert stat.S_IMODE(creds.stat().st_mode) == 0o600
     banner = second.output()
     assert "generated an access key" not in banner
-    assert printed_keys(banner) == (doc["accessKeyId"], doc["secretAccessKey"])
+    # Only a key just made is printed whole; a kept one is the operator's to look up.
+    assert doc["accessKeyId"] in banner and doc["secretAccessKey"] not in banner
     iot = client_with(second.endpoint, doc["accessKeyId"], doc["secretAccessKey"])
     assert iot.list_jobs()["ResponseMetadata"]["HTTPStatusCode"] == 200
 
@@ -342,7 +343,7 @@ def test_configured_keys_write_no_credentials_file(tmp_path: Path) -> None:
     try:
         assert not (tmp_path / "data" / "credentials.json").exists()
         assert "generated" not in srv.output()
-        assert printed_keys(srv.output()) == (ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+        assert ACCESS_KEY_ID in srv.output() and SECRET_ACCESS_KEY not in srv.output()
     finally:
         srv.stop()
 

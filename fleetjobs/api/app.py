@@ -55,6 +55,7 @@ class AwsApi:
         handlers: Mapping[str, Mapping[str, Handler]],
         credentials: Callable[[], Mapping[str, str]],
         clock: Clock,
+        region: str | None = None,
         extra_routes: Mapping[str, Callable[[Scope, Receive, Send], Awaitable[None]]] | None = None,
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
@@ -62,6 +63,7 @@ class AwsApi:
         self.handlers = handlers
         self.credentials = credentials
         self.clock = clock
+        self.region = region
         self.extra_routes = dict(extra_routes or {})
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
@@ -111,6 +113,7 @@ class AwsApi:
                 body=body,
                 credentials=self.credentials(),
                 now=self.clock.now(),
+                region=self.region,
             )
             if signed.service not in SERVICES:
                 raise AuthError(

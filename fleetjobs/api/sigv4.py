@@ -76,8 +76,10 @@ def verify(
     body: bytes,
     credentials: Mapping[str, str],
     now: float,
+    region: str | None = None,
 ) -> SignedRequest:
-    """Check a request's signature; raise ``AuthError`` with the AWS error code otherwise."""
+    """Check a request's signature; raise ``AuthError`` with the AWS error code otherwise.
+    ``region``: the one region a credential scope may name (None: any)."""
     auth = headers.get("authorization")
     if not auth:
         raise AuthError("MissingAuthenticationTokenException", "Missing Authentication Token")
@@ -85,7 +87,11 @@ def verify(
     scope = fields["Credential"].split("/")
     if len(scope) != 5 or scope[4] != "aws4_request":
         raise AuthError("IncompleteSignatureException", f"Credential scope is malformed: {fields['Credential']}", 400)
-    akid, datestamp, region, service, _ = scope
+    akid, datestamp, scope_region, service, _ = scope
+    if region is not None and scope_region != region:
+        raise AuthError(
+            "InvalidSignatureException", f"Credential should be scoped to a valid region, not '{scope_region}'."
+        )
     secret = credentials.get(akid)
     if secret is None:
         raise AuthError("UnrecognizedClientException", "The security token included in the request is invalid.")
@@ -115,6 +121,11 @@ def verify(
         )
 
     signed_names = [name.strip().lower() for name in fields["SignedHeaders"].split(";")]
+    if "host" not in signed_names:
+        # Unsigned, the Host header could be changed in flight without breaking the signature.
+        raise AuthError(
+            "InvalidSignatureException", "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
+        )
     request_headers = {}
     for name in signed_names:
         if name not in headers:
@@ -132,7 +143,7 @@ def verify(
         url += f"?{raw_query}"
     request = AWSRequest(method=method, url=url, headers=request_headers, data=body)
     request.context["timestamp"] = amz_date
-    signer = _Verifier(Credentials(akid, secret), service, region, signed_names)
+    signer = _Verifier(Credentials(akid, secret), service, scope_region, signed_names)
     canonical = signer.canonical_request(request)
     expected = signer.signature(signer.string_to_sign(request, canonical), request)
     if not hmac.compare_digest(expected.encode(), fields["Signature"].encode("utf-8", "replace")):
@@ -141,4 +152,4 @@ def verify(
             "The request signature we calculated does not match the signature you provided. "
             "Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
         )
-    return SignedRequest(akid, service, region)
+    return SignedRequest(akid, service, scope_region)

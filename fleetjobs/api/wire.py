@@ -94,6 +94,8 @@ def parse_request(
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             raise InvalidRequest("Request body is not valid JSON") from None
+        except RecursionError:  # nested deeper than the parser goes
+            raise InvalidRequest("Request body is nested too deeply") from None
         if not isinstance(doc, dict):
             raise InvalidRequest("Request body must be a JSON object")
         if payload_name:

@@ -24,6 +24,10 @@ _JAVA_POSIX = {
     r"\p{Cntrl}": r"\x00-\x1F\x7F",
 }
 
+# What the model's integer types hold on the wire (Java's int and long): a larger number is refused
+# as AWS refuses it, before it can reach a database column.
+INT_RANGES = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+
 
 @functools.cache
 def _compile(pattern: str) -> regex.Pattern[str]:
@@ -100,6 +104,13 @@ class Validator:
                 else:
                     self.fail(value, path, "Member must be an integer")
                     return value
+            low, high = INT_RANGES[t]
+            if value > high:
+                self.fail(value, path, f"Member must have value less than or equal to {high}")
+                return value
+            if value < low:
+                self.fail(value, path, f"Member must have value greater than or equal to {low}")
+                return value
             self._range(value, meta, path)
             return value
         if t in ("double", "float"):

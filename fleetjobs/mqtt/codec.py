@@ -57,6 +57,8 @@ def decode(payload: bytes) -> dict[str, Any]:
         doc = json.loads(payload.decode("utf-8")) if payload.strip() else {}
     except (UnicodeDecodeError, ValueError):
         raise InvalidJson("The payload is not valid UTF-8 JSON") from None
+    except RecursionError:  # nested deeper than the parser goes
+        raise InvalidJson("The payload is nested too deeply") from None
     if not isinstance(doc, dict):
         raise InvalidRequest("The payload must be a JSON object")
     return doc
@@ -83,7 +85,7 @@ def build_request(operation: str, thing: str, job_id: str | None, doc: dict[str,
     # Devices (Greengrass among them) send expectedVersion as a numeric string.
     expected = req.get("expectedVersion")
     if isinstance(expected, str):
-        if not expected.isdigit():
+        if not (expected.isascii() and expected.isdigit()):  # "²" and "①" are digits to str.isdigit
             raise InvalidRequest(f"expectedVersion must be a number, not '{expected}'")
         req["expectedVersion"] = int(expected)
     shape = service_model("iot-jobs-data").operation_model(operation).input_shape

@@ -15,7 +15,7 @@ from fleetjobs.service.effects.device_views import latest_execution
 from fleetjobs.service.effects.execution_moves import adjust_counters, complete_finished_jobs, move_executions
 from fleetjobs.service.effects.notices import notice_things
 from fleetjobs.service.events import ExecutionEvent
-from fleetjobs.service.pagination import compact, decode_token, page, page_size
+from fleetjobs.service.pagination import compact, page, page_size, token_id
 from fleetjobs.store.database import record_event
 from fleetjobs.store.tables import EXECUTIONS, JOBS
 
@@ -31,12 +31,12 @@ class Executions:
 
     async def list_job_executions_for_job(self, req: shapes.ListJobExecutionsForJobRequest) -> dict[str, Any]:
         size = page_size(req)
-        after = decode_token(req.get("nextToken"))
+        after = token_id(req)
         q = select(EXECUTIONS).where(EXECUTIONS.c.job_id == req["jobId"])
         if req.get("status"):
             q = q.where(EXECUTIONS.c.status == req["status"])
         if after is not None:
-            q = q.where(EXECUTIONS.c.id > int(after))
+            q = q.where(EXECUTIONS.c.id > after)
         q = q.order_by(EXECUTIONS.c.id).limit(size + 1)
         async with self.ctx.db.read() as conn:
             if (await conn.execute(select(JOBS.c.job_id).where(JOBS.c.job_id == req["jobId"]))).first() is None:
@@ -51,7 +51,7 @@ class Executions:
 
     async def list_job_executions_for_thing(self, req: shapes.ListJobExecutionsForThingRequest) -> dict[str, Any]:
         size = page_size(req)
-        after = decode_token(req.get("nextToken"))
+        after = token_id(req)
         q = select(EXECUTIONS).where(EXECUTIONS.c.thing_name == req["thingName"])
         if req.get("status"):
             q = q.where(EXECUTIONS.c.status == req["status"])
@@ -60,7 +60,7 @@ class Executions:
         if req.get("namespaceId"):
             q = q.where(EXECUTIONS.c.job_id.in_(select(JOBS.c.job_id).where(JOBS.c.namespace_id == req["namespaceId"])))
         if after is not None:
-            q = q.where(EXECUTIONS.c.id > int(after))
+            q = q.where(EXECUTIONS.c.id > after)
         q = q.order_by(EXECUTIONS.c.id).limit(size + 1)
         async with self.ctx.db.read() as conn:
             rows = (await conn.execute(q)).all()

@@ -27,7 +27,7 @@ from fleetjobs.service.effects.notices import notice_job
 from fleetjobs.service.effects.rollout_start import begin_rollout
 from fleetjobs.service.effects.targets import ResolvedTarget, fan_out, resolve_targets
 from fleetjobs.service.events import DELETION_REQUESTED, JobEvent, job_snapshot
-from fleetjobs.service.pagination import compact, decode_token, page, page_size
+from fleetjobs.service.pagination import compact, page, page_size, token_time_and_name
 from fleetjobs.store.database import record_event
 from fleetjobs.store.sql import locked
 from fleetjobs.store.tables import EXECUTIONS, JOB_TARGETS, JOBS
@@ -171,7 +171,7 @@ class Jobs:
 
     async def list_jobs(self, req: shapes.ListJobsRequest) -> dict[str, Any]:
         size = page_size(req)
-        after = decode_token(req.get("nextToken"))
+        after = token_time_and_name(req)
         cols = [
             JOBS.c.job_id,
             JOBS.c.target_selection,

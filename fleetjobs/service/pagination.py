@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -42,6 +43,31 @@ def page(rows: Sequence[R], size: int, key_of: Callable[[R], Any]) -> tuple[list
 def compact(doc: dict[str, Any]) -> dict[str, Any]:
     """Drop ``None`` members: AWS omits absent members rather than sending nulls."""
     return {k: v for k, v in doc.items() if v is not None}
+
+
+def token_id(req: Mapping[str, Any]) -> int | None:
+    """The last row id of the previous page, from an id-keyed ``nextToken``."""
+    after = decode_token(req.get("nextToken"))
+    if after is not None and (isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < 2**63):
+        raise InvalidRequest("The nextToken is invalid")
+    return after
+
+
+def token_time_and_name(req: Mapping[str, Any]) -> tuple[float, str] | None:
+    """The (creation time, name) of the last row of the previous page, for listings newest first."""
+    after = decode_token(req.get("nextToken"))
+    if after is None:
+        return None
+    if not (
+        isinstance(after, list)
+        and len(after) == 2
+        and isinstance(after[0], int | float)
+        and not isinstance(after[0], bool)
+        and math.isfinite(after[0])
+        and isinstance(after[1], str)
+    ):
+        raise InvalidRequest("The nextToken is invalid")
+    return float(after[0]), after[1]
 
 
 def token_str(req: Mapping[str, Any]) -> str | None:

@@ -21,7 +21,7 @@ from fleetjobs.domain.errors import Conflict, InvalidRequest, ResourceNotFound
 from fleetjobs.model import shapes_iot as shapes
 from fleetjobs.service.context import ServiceContext
 from fleetjobs.service.effects.job_templates import JOB_CONFIG_MEMBERS, TEMPLATE_CONFIG_MEMBERS
-from fleetjobs.service.pagination import compact, decode_token, page, page_size
+from fleetjobs.service.pagination import compact, page, page_size, token_str, token_time_and_name
 from fleetjobs.store.tables import JOB_TEMPLATES, JOBS
 
 
@@ -86,11 +86,9 @@ class JobTemplates:
     async def list_job_templates(self, req: shapes.ListJobTemplatesRequest) -> dict[str, Any]:
         """Newest first, like ListJobs; the token is the (createdAt, id) of the last row returned."""
         size = page_size(req)
-        after = decode_token(req.get("nextToken"))
+        after = token_time_and_name(req)
         q = select(JOB_TEMPLATES.c.job_template_id, JOB_TEMPLATES.c.description, JOB_TEMPLATES.c.created_at)
         if after is not None:
-            if not (isinstance(after, list) and len(after) == 2 and isinstance(after[1], str)):
-                raise InvalidRequest("The nextToken is invalid")
             created, template_id = after
             q = q.where(
                 or_(
@@ -130,7 +128,7 @@ class JobTemplates:
         if req.get("templateName"):
             names = [n for n in names if n == req["templateName"]]
         size = page_size(req)
-        after = decode_token(req.get("nextToken"))
+        after = token_str(req)
         if after is not None:
             names = [n for n in names if n > after]
         rows, token = page(names[: size + 1], size, lambda n: n)
