@@ -150,3 +150,23 @@ def test_a_database_failure_is_internal_error_and_changes_nothing(iot, device_fa
     # The gateway kept serving: the same request now succeeds.
     kind, doc = dev.request("start-next", {"statusDetails": {"step": "1"}})
     assert kind == "accepted" and doc["execution"]["status"] == "IN_PROGRESS"
+
+
+def test_malformed_requests_count_against_the_thing_rate(iot, device_factory) -> None:  # type: ignore[no-untyped-def]
+    """Garbage is throttled like any request: 100 payloads that are not JSON, at once, from one thing
+    (the default limit is 20/s with a burst of 40) are partly InvalidJson, the rest RequestThrottled."""
+    (thing,) = Fleet(iot).things(1)
+    dev = device_factory(thing)
+    for _ in range(100):
+        dev.client.publish(f"{dev.base}/get", b"{not json", qos=1)
+    codes: list[str] = []
+    deadline = time.monotonic() + 30
+    while len(codes) < 100 and time.monotonic() < deadline:
+        try:
+            _, doc = dev.wait_for(lambda t, d: t.endswith("/get/rejected"), timeout=1)
+            codes.append(doc["code"])
+        except TimeoutError:
+            continue
+    assert len(codes) == 100
+    assert set(codes) == {"InvalidJson", "RequestThrottled"}
+    assert codes.count("InvalidJson") <= 60

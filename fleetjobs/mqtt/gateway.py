@@ -34,6 +34,14 @@ log = logging.getLogger("fleetjobs.mqtt")
 MAX_BATCH = 500
 
 
+def _token_of(payload: bytes) -> str | None:
+    """The clientToken of a payload, if it has a readable one (a throttled request still gets it back)."""
+    try:
+        return codec.client_token(codec.decode(payload))
+    except (codec.InvalidJson, ServiceError):
+        return None
+
+
 @dataclass(frozen=True)
 class _Incoming:
     client: aiomqtt.Client
@@ -243,6 +251,12 @@ class MqttGateway:
         for item in batch:
             token: str | None = None
             try:
+                self.device.admit(item.parsed.thing_name)
+            except ServiceError as e:  # over its rate: answered before any parsing, as AWS does
+                code, _ = codec.rejection_for(e)
+                answers.append((item, "rejected", codec.rejected(code, e.message, _token_of(item.payload), now)))
+                continue
+            try:
                 doc = codec.decode(item.payload)
                 token = codec.client_token(doc)
                 if isinstance(item.parsed, topics.InvalidTopic):
@@ -263,7 +277,7 @@ class MqttGateway:
             callers.append((item, token))
         if calls:
             try:
-                outcomes = await self.device.handle_batch(calls)
+                outcomes = await self.device.handle_batch(calls, admitted=True)
             except Exception:
                 log.exception("internal error handling %d requests", len(calls))
                 outcomes = [ServiceUnavailable("Internal error") for _ in calls]

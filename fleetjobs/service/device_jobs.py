@@ -72,9 +72,15 @@ class DeviceJobs:
 
     # -- requests that arrived together (MQTT) -----------------------------------------------------
 
-    async def handle_batch(self, calls: list[DeviceCall]) -> list[Outcome]:
+    def admit(self, thing_name: str) -> None:
+        """Charge one request to the thing's rate, well-formed or not (Throttling when over it): an
+        adapter that refuses a malformed request itself asks first, so garbage is throttled too."""
+        self.throttle.check(thing_name)
+
+    async def handle_batch(self, calls: list[DeviceCall], *, admitted: bool = False) -> list[Outcome]:
         """Answers in the order of ``calls``: a result, or the ServiceError that is its answer.
 
+        ``admitted``: the caller has already charged each to its thing's rate (:meth:`admit`).
         Requests of one thing are applied in their order.  If the batch's transaction fails for a
         reason that is not one request's error (a database failure), each request is tried alone,
         so only the requests that fail alone fail."""
@@ -82,7 +88,8 @@ class DeviceJobs:
         ready: list[int] = []
         for i, call in enumerate(calls):
             try:
-                self.throttle.check(call.req["thingName"])
+                if not admitted:
+                    self.throttle.check(call.req["thingName"])
                 ready.append(i)
             except ServiceError as e:
                 outcomes[i] = e
