@@ -346,7 +346,7 @@ def test_longest_schedule_is_accepted() -> None:
 def test_end_behavior_only_with_end_time() -> None:
     ok_job(**sched(endTime=iso(NOW + DAY), endBehavior="CANCEL"))
     ok_job(**sched(startTime=iso(NOW + DAY), endTime=iso(NOW + 2 * DAY), endBehavior="FORCE_CANCEL"))
-    bad_job("only be specified together with endTime", **sched(startTime=iso(NOW + DAY), endBehavior="STOP_ROLLOUT"))
+    ok_job(**sched(startTime=iso(NOW + DAY), endBehavior="STOP_ROLLOUT"))  # "does not apply" without endTime
 
 
 @pytest.mark.parametrize(
@@ -492,8 +492,9 @@ def test_update_retry_on_timeout_uses_the_jobs_current_timeout() -> None:
     update = {"jobId": "j", "jobExecutionsRetryConfig": retry(("TIMED_OUT", 2))}
     # Without the stored configuration a partial update cannot tell: accepted.
     validate_job_update(update)
-    validate_job_update(update, current_config={"timeoutConfig": TIMEOUT})
-    validate_job_update({**update, "timeoutConfig": TIMEOUT}, current_config={})
+    retrying = {"jobExecutionsRetryConfig": retry(("TIMED_OUT", 2))}
+    validate_job_update(update, current_config={"timeoutConfig": TIMEOUT, **retrying})
+    validate_job_update({**update, "timeoutConfig": TIMEOUT}, current_config=retrying)
     with pytest.raises(InvalidRequest, match="requires a timeoutConfig"):
         validate_job_update(update, current_config={})
     with pytest.raises(InvalidRequest, match="requires a timeoutConfig"):
@@ -576,3 +577,13 @@ def test_validators_are_pure() -> None:
     validate_job_request(req, NOW)
     assert json.dumps(req, sort_keys=True) == before
     assert job_config.MAX_TARGETS == 100
+
+
+def test_update_cannot_raise_the_number_of_retries() -> None:
+    current = {"jobExecutionsRetryConfig": retry(("FAILED", 2))}
+    validate_job_update({"jobId": "j", "jobExecutionsRetryConfig": retry(("FAILED", 1))}, current_config=current)
+    validate_job_update({"jobId": "j", "jobExecutionsRetryConfig": retry(("FAILED", 2))}, current_config=current)
+    with pytest.raises(InvalidRequest, match="cannot raise numberOfRetries"):
+        validate_job_update({"jobId": "j", "jobExecutionsRetryConfig": retry(("FAILED", 5))}, current_config=current)
+    # A failure type the job had no criterion for may be added.
+    validate_job_update({"jobId": "j", "jobExecutionsRetryConfig": retry(("REJECTED", 1))}, current_config={})

@@ -337,3 +337,17 @@ def test_aws_cli_create_describe_list_cancel(server, fleet: Fleet) -> None:
     assert server.cli("iot", "describe-job", "--job-id", job_id)["job"]["status"] == "CANCELED"
     failed = server.cli("iot", "describe-job", "--job-id", unique("nope"), check=False)
     assert failed.returncode != 0 and "ResourceNotFoundException" in failed.stderr
+
+
+def test_update_job_cannot_raise_a_retry_count(iot, fleet: Fleet) -> None:
+    t = fleet.things(1)
+    retry = {"criteriaList": [{"failureType": "FAILED", "numberOfRetries": 2}]}
+    job_id = fleet.job([thing_arn(t[0])], jobExecutionsRetryConfig=retry)
+    with pytest.raises(iot.exceptions.InvalidRequestException, match="cannot raise numberOfRetries"):
+        iot.update_job(
+            jobId=job_id, jobExecutionsRetryConfig={"criteriaList": [{"failureType": "FAILED", "numberOfRetries": 5}]}
+        )
+    assert iot.describe_job(jobId=job_id)["job"]["jobExecutionsRetryConfig"] == retry
+    lower = {"criteriaList": [{"failureType": "FAILED", "numberOfRetries": 1}]}
+    iot.update_job(jobId=job_id, jobExecutionsRetryConfig=lower)
+    assert iot.describe_job(jobId=job_id)["job"]["jobExecutionsRetryConfig"] == lower

@@ -88,6 +88,25 @@ def validate_job_update(req: Mapping[str, Any], *, current_config: Mapping[str, 
         timeout_config = current_config.get("timeoutConfig")
     check_timeout = current_config is not None or "timeoutConfig" in req
     _check_common_config(req, timeout_config=timeout_config, check_retry_timeout=check_timeout)
+    if current_config is not None and req.get("jobExecutionsRetryConfig") is not None:
+        _check_retries_not_raised(current_config.get("jobExecutionsRetryConfig"), req["jobExecutionsRetryConfig"])
+
+
+def _retries_by_type(retry: Any) -> dict[str, int]:
+    return {c.get("failureType"): int(c.get("numberOfRetries") or 0) for c in (retry or {}).get("criteriaList") or []}
+
+
+def _check_retries_not_raised(current: Any, given: Any) -> None:
+    """UpdateJob may lower or drop a failure type's retries, not raise them (the developer guide:
+    the number of retries cannot be increased by updating the job); a failure type the job had no
+    criterion for may be added."""
+    before = _retries_by_type(current)
+    for failure_type, n in _retries_by_type(given).items():
+        if failure_type in before and n > before[failure_type]:
+            raise InvalidRequest(
+                f"UpdateJob cannot raise numberOfRetries for failureType {failure_type} "
+                f"(from {before[failure_type]} to {n})."
+            )
 
 
 def validate_template_request(req: Mapping[str, Any]) -> None:
@@ -338,8 +357,7 @@ def _check_scheduling(scheduling: Any, now: float) -> None:
         # Already implied by the two bounds above; kept because AWS states it as a rule of its own.
         if end - start > SCHEDULE_MAX_DURATION:
             raise InvalidRequest("schedulingConfig.endTime can be at most two years after startTime.")
-    if scheduling.get("endBehavior") is not None and end_text is None:
-        raise InvalidRequest("schedulingConfig.endBehavior can only be specified together with endTime.")
+    # endBehavior without endTime: the model says it "does not apply"; accepted and ignored.
     _check_maintenance_windows(scheduling.get("maintenanceWindows"))
 
 
