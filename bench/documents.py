@@ -44,7 +44,7 @@ def resolution_costs() -> list[dict[str, Any]]:
     from fleetjobs.artifacts.local import LocalStore
     from fleetjobs.artifacts.s3 import S3Store
     from fleetjobs.domain.placeholders import substitute_at_creation
-    from fleetjobs.service.job_documents import delivery_document
+    from fleetjobs.service.effects.job_documents import delivery_document
 
     tmp = Path(tempfile.mkdtemp(prefix="fjbench-docs-"))
     stores = {
