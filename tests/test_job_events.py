@@ -42,8 +42,8 @@ class EventListener:
         raise TimeoutError(topic)
 
     def close(self) -> None:
+        self.client.disconnect()  # first: the network thread ends at once
         self.client.loop_stop()
-        self.client.disconnect()
 
 
 @pytest.fixture

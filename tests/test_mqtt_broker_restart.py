@@ -109,8 +109,8 @@ class Observer:
             return set(self.notified.get(job_id, set()))
 
     def close(self) -> None:
+        self.client.disconnect()  # first: the network thread ends at once
         self.client.loop_stop()
-        self.client.disconnect()
 
 
 def test_no_notify_next_is_lost_when_the_broker_dies_mid_notification(backends, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -107,8 +107,8 @@ class TlsDevice:
             return {t: len(r) for t, r in self.responses.items() if len(r) != 1}
 
     def close(self) -> None:
+        self.client.disconnect()  # first: the network thread ends at once
         self.client.loop_stop()
-        self.client.disconnect()
 
 
 @dataclass
