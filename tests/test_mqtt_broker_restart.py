@@ -128,7 +128,7 @@ def test_no_notify_next_is_lost_when_the_broker_dies_mid_notification(backends, 
         iot = srv.client("iot")
         fleet = Fleet(iot)
         probe = Device("127.0.0.1", port, unique("probe"))
-        first_answer(probe, "get")  # the gateway is connected
+        probe.until_answered()  # the gateway is connected
         probe.close()
         things = fleet.things(500)
         group = fleet.group("all", things)

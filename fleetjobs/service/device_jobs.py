@@ -32,8 +32,6 @@ from fleetjobs.service.throttle import ThingThrottle
 
 log = logging.getLogger("fleetjobs.device")
 
-NEXT = "$next"
-
 
 class DeviceJobs:
     def __init__(

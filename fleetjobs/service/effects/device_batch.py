@@ -34,7 +34,6 @@ from fleetjobs.domain.errors import (
 )
 from fleetjobs.domain.execution_state import (
     IN_PROGRESS,
-    PENDING,
     QUEUED,
     SUCCEEDED,
     TERMINAL,
@@ -44,21 +43,20 @@ from fleetjobs.domain.execution_state import (
     device_transition_allowed,
 )
 from fleetjobs.domain.timers import deadlines_after
-from fleetjobs.service.effects.device_views import DeviceViews, latest_execution
+from fleetjobs.service.effects.device_views import DeviceViews, jobs_for_delivery, latest_execution, pending_rows
 from fleetjobs.service.effects.execution_moves import adjust_counters, complete_finished_jobs
 from fleetjobs.service.effects.outcomes import after_outcomes, after_success
 from fleetjobs.service.events import ExecutionEvent, PendingChanged
 from fleetjobs.store.database import record_event
-from fleetjobs.store.rows import ExecutionRow, JobDeliveryRow, as_job_deliveries
-from fleetjobs.store.sql import among, locked
-from fleetjobs.store.tables import DEVICE_REQUESTS, EXECUTIONS, JOBS
+from fleetjobs.store.rows import ExecutionRow, JobDeliveryRow
+from fleetjobs.store.sql import among
+from fleetjobs.store.tables import DEVICE_REQUESTS, EXECUTIONS
 
 GET_PENDING = "GetPendingJobExecutions"
 START_NEXT = "StartNextPendingJobExecution"
 DESCRIBE = "DescribeJobExecution"
 UPDATE = "UpdateJobExecution"
 NEXT = "$next"
-THINGS_PER_QUERY = 500
 _WRITTEN = (
     "status",
     "status_details",
@@ -105,8 +103,8 @@ class Execution:
     read_version: int = 0
 
     @classmethod
-    def of(cls, row: Any) -> Execution:
-        values = dict(row._mapping)
+    def of(cls, row: ExecutionRow) -> Execution:
+        values = dict(row._mapping)  # type: ignore[attr-defined]  # a Row behind the protocol
         return cls(**values, read_version=values["version_number"])
 
     def copy(self) -> Execution:
@@ -142,17 +140,8 @@ class _Batch:
 
     async def load(self, calls: list[DeviceCall], *, lock: bool) -> None:
         things = list(dict.fromkeys(c.req["thingName"] for c in calls))
-        for t in things:
-            self.pending[t] = []
-        for chunk in range(0, len(things), THINGS_PER_QUERY):
-            part = things[chunk : chunk + THINGS_PER_QUERY]
-            q = (
-                select(EXECUTIONS)
-                .where(among(EXECUTIONS.c.thing_name, part, self.conn), EXECUTIONS.c.status.in_(PENDING))
-                .order_by(EXECUTIONS.c.id)
-            )
-            for row in await self.conn.execute(locked(q, self.conn) if lock else q):
-                self.pending[row.thing_name].append(Execution.of(row))
+        read = await pending_rows(self.conn, things, lock=lock)
+        self.pending = {t: [Execution.of(r) for r in rows] for t, rows in read.items()}
         self.before = {t: [e.copy() for e in rows] for t, rows in self.pending.items()}
         job_ids = {e.job_id for rows in self.pending.values() for e in rows}
         job_ids |= {c.req["jobId"] for c in calls if c.req.get("jobId") not in (None, NEXT)}
@@ -169,11 +158,7 @@ class _Batch:
             self.stored = {r.request_key: r for r in await self.conn.execute(q2)}
 
     async def _load_jobs(self, job_ids: set[str]) -> None:
-        missing = sorted(job_ids - set(self.jobs))
-        if missing:
-            cols = (JOBS.c.job_id, JOBS.c.document, JOBS.c.config, JOBS.c.status)
-            q = select(*cols).where(among(JOBS.c.job_id, missing, self.conn))
-            self.jobs.update({j.job_id: j for j in as_job_deliveries(await self.conn.execute(q))})
+        self.jobs.update(await jobs_for_delivery(self.conn, sorted(job_ids - set(self.jobs))))
 
     async def job(self, job_id: str) -> JobDeliveryRow:
         if job_id not in self.jobs:
@@ -209,7 +194,7 @@ class _Batch:
         try:
             op = call.operation
             if op == GET_PENDING:
-                return self.views.listing(self.pending[call.req["thingName"]])  # type: ignore[arg-type]
+                return self.views.listing(self.pending[call.req["thingName"]])
             if op == START_NEXT:
                 return await self.start_next(call)
             if op == DESCRIBE:
@@ -395,7 +380,7 @@ class _Batch:
             if notify_next and head is not None:
                 job = await self.job(head.job_id)
                 execution = self.views.execution(head, self.views.deliver(job))
-            listing = self.views.listing(after)  # type: ignore[arg-type]
+            listing = self.views.listing(after)
             record_event(self.conn, PendingChanged(thing, listing, execution, notify, notify_next))
 
 

@@ -8,6 +8,7 @@ a device hears the same document whichever path told it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -28,9 +29,8 @@ from fleetjobs.store.rows import (
     as_execution,
     as_executions,
     as_job_deliveries,
-    as_job_delivery,
 )
-from fleetjobs.store.sql import locked
+from fleetjobs.store.sql import among, locked
 from fleetjobs.store.tables import EXECUTIONS, JOBS
 
 log = logging.getLogger("fleetjobs.device")
@@ -38,14 +38,22 @@ log = logging.getLogger("fleetjobs.device")
 THINGS_PER_QUERY = 500
 
 
-async def pending_rows(conn: AsyncConnection, thing_name: str, *, lock: bool = False) -> list[ExecutionRow]:
-    """The thing's QUEUED and IN_PROGRESS executions (``lock``: until commit, on PostgreSQL)."""
-    q = (
-        select(EXECUTIONS)
-        .where(EXECUTIONS.c.thing_name == thing_name, EXECUTIONS.c.status.in_((QUEUED, IN_PROGRESS)))
-        .order_by(EXECUTIONS.c.queued_at, EXECUTIONS.c.id)
-    )
-    return as_executions(await conn.execute(locked(q, conn) if lock else q))
+async def pending_rows(
+    conn: AsyncConnection, things: Sequence[str], *, lock: bool = False
+) -> dict[str, list[ExecutionRow]]:
+    """Each thing's QUEUED and IN_PROGRESS executions, a query per 500 things (``lock``: until commit,
+    on PostgreSQL; rows are locked in id order, so two transactions never wait on each other in a circle)."""
+    by_thing: dict[str, list[ExecutionRow]] = {t: [] for t in things}
+    for chunk in range(0, len(things), THINGS_PER_QUERY):
+        part = things[chunk : chunk + THINGS_PER_QUERY]
+        q = (
+            select(EXECUTIONS)
+            .where(among(EXECUTIONS.c.thing_name, part, conn), EXECUTIONS.c.status.in_(PENDING))
+            .order_by(EXECUTIONS.c.id)
+        )
+        for r in as_executions(await conn.execute(locked(q, conn) if lock else q)):
+            by_thing[r.thing_name].append(r)
+    return by_thing
 
 
 async def latest_execution(
@@ -62,9 +70,12 @@ async def latest_execution(
     return as_execution(row)
 
 
-async def job_for_delivery(conn: AsyncConnection, job_id: str) -> JobDeliveryRow:
-    q = select(JOBS.c.job_id, JOBS.c.document, JOBS.c.config, JOBS.c.status).where(JOBS.c.job_id == job_id)
-    return as_job_delivery((await conn.execute(q)).one())
+async def jobs_for_delivery(conn: AsyncConnection, job_ids: Sequence[str]) -> dict[str, JobDeliveryRow]:
+    """What delivering these jobs needs of their rows, in one query."""
+    if not job_ids:
+        return {}
+    q = select(JOBS.c.job_id, JOBS.c.document, JOBS.c.config, JOBS.c.status).where(among(JOBS.c.job_id, job_ids, conn))
+    return {j.job_id: j for j in as_job_deliveries(await conn.execute(q))}
 
 
 class DeviceViews:
@@ -117,7 +128,7 @@ class DeviceViews:
             }
         )
 
-    def listing(self, rows: list[ExecutionRow]) -> dict[str, Any]:
+    def listing(self, rows: Sequence[ExecutionRow]) -> dict[str, Any]:
         """GetPendingJobExecutions' answer (and ``notify``'s content) from a thing's pending rows."""
         ordered: list[ExecutionRow] = pending.ordered(rows)
         return {
@@ -128,26 +139,19 @@ class DeviceViews:
     async def pending_views(self, conn: AsyncConnection, things: list[str]) -> dict[str, PendingChanged]:
         """Each thing's listing and ``$next`` execution (with its document), in two queries per
         500 things: what the notification drain publishes."""
-        by_thing: dict[str, list[ExecutionRow]] = {t: [] for t in things}
-        for chunk in range(0, len(things), THINGS_PER_QUERY):
-            part = things[chunk : chunk + THINGS_PER_QUERY]
-            q = select(EXECUTIONS).where(EXECUTIONS.c.thing_name.in_(part), EXECUTIONS.c.status.in_(PENDING))
-            for r in as_executions(await conn.execute(q)):
-                by_thing[r.thing_name].append(r)
+        by_thing = await pending_rows(conn, things)
         heads: dict[str, ExecutionRow | None] = {t: pending.head(rows) for t, rows in by_thing.items()}
         job_ids = sorted({h.job_id for h in heads.values() if h is not None})
         documents: dict[str, str | None] = {}
         broken: set[str] = set()
-        if job_ids:
-            q = select(JOBS.c.job_id, JOBS.c.document, JOBS.c.config, JOBS.c.status).where(JOBS.c.job_id.in_(job_ids))
-            for job in as_job_deliveries(await conn.execute(q)):
-                try:
-                    documents[job.job_id] = self.deliver(job)
-                except Exception:
-                    # One job's document (e.g. an artifact store that cannot sign) must not hold back
-                    # every other thing's notifications: its things get no notify-next this time.
-                    log.exception("cannot deliver the document of job %s; its notify-next is skipped", job.job_id)
-                    broken.add(job.job_id)
+        for job in (await jobs_for_delivery(conn, job_ids)).values():
+            try:
+                documents[job.job_id] = self.deliver(job)
+            except Exception:
+                # One job's document (e.g. an artifact store that cannot sign) must not hold back
+                # every other thing's notifications: its things get no notify-next this time.
+                log.exception("cannot deliver the document of job %s; its notify-next is skipped", job.job_id)
+                broken.add(job.job_id)
         views: dict[str, PendingChanged] = {}
         for thing, rows in by_thing.items():
             head = heads[thing]
