@@ -17,6 +17,7 @@ named directly (the most a job may target) on both servers; the fan-out figure i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -62,6 +63,8 @@ def client(endpoint: str) -> Any:
 
 
 class RssSampler:
+    """Peak RSS of a process and its descendants together (``serve``'s worker processes)."""
+
     def __init__(self, pid: int) -> None:
         self.proc = psutil.Process(pid)
         self.peak = 0
@@ -71,9 +74,13 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.peak = max(self.peak, self.proc.memory_info().rss)
+                rss = self.proc.memory_info().rss
             except psutil.Error:
                 return
+            for child in self.proc.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    rss += child.memory_info().rss
+            self.peak = max(self.peak, rss)
             time.sleep(0.02)
 
     def __enter__(self) -> RssSampler:

@@ -236,10 +236,18 @@ def _worker(host: str, port: int, things: list[tuple[int, str]], opts: dict[str,
 # -- the server side ------------------------------------------------------------------------------------------
 
 
-def start_mosquitto(tmp: Path, inflight: int, queued: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_mosquitto(tmp: Path, inflight: int, queued: int, shared: bool = False) -> tuple[subprocess.Popen[bytes], int]:
+    """``shared``: with the loopback bridge of ``broker-config mosquitto --shared-requests`` (plain
+    TCP here), so that several gateways can share the requests through a shared subscription."""
     exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     port = free_port()
     conf = tmp / "mosquitto.conf"
+    bridge = (
+        f"connection fleetjobs-requests\naddress 127.0.0.1:{port}\nbridge_protocol_version mqttv311\n"
+        "remote_clientid fleetjobs-requests\nlocal_clientid fleetjobs-requests-local\ncleansession false\n"
+        "notifications false\nstart_type automatic\nrestart_timeout 1 10\n"
+        "topic +/jobs/# in 1 fleetjobs/requests/ $aws/things/\n"
+    )
     conf.write_text(
         f"listener {port} 127.0.0.1\n"
         "allow_anonymous true\n"
@@ -247,7 +255,7 @@ def start_mosquitto(tmp: Path, inflight: int, queued: int) -> tuple[subprocess.P
         f"max_inflight_messages {inflight}\n"
         f"max_queued_messages {queued}\n"
         "set_tcp_nodelay true\n"
-        "persistence false\n"
+        "persistence false\n" + (bridge if shared else "")
     )
     proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
@@ -325,6 +333,15 @@ def cpu_seconds(proc: psutil.Process | None) -> float:
         return 0.0
 
 
+def tree_cpu_seconds(proc: psutil.Process) -> float:
+    """A process and its descendants (``serve``'s worker processes)."""
+    try:
+        children = proc.children(recursive=True)
+    except psutil.Error:
+        children = []
+    return cpu_seconds(proc) + sum(cpu_seconds(c) for c in children)
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -370,11 +387,14 @@ def run_one(broker: str, backend: str, args: argparse.Namespace) -> dict[str, An
     try:
         env: dict[str, str] = {}
         if broker == "mosquitto":
-            mosquitto, port = start_mosquitto(tmp, args.mosquitto_inflight, args.mosquitto_queued)
+            mosquitto, port = start_mosquitto(tmp, args.mosquitto_inflight, args.mosquitto_queued, args.shared)
             env = {
                 "FLEETJOBS_MQTT_URL": f"mqtt://127.0.0.1:{port}",
                 "FLEETJOBS_MQTT_CLIENT_ID": f"gw-{uuid.uuid4().hex[:6]}",
             }
+            if args.shared:
+                env["FLEETJOBS_MQTT_SHARED_GROUP"] = "bench"
+        env["FLEETJOBS_WORKERS"] = str(args.workers)
         server = Server(data_dir=tmp / "data", database_url=db_url, env=env)
         if broker == "embedded":
             port = server.mqtt_port
@@ -424,19 +444,20 @@ def run_one(broker: str, backend: str, args: argparse.Namespace) -> dict[str, An
 
         spy: subprocess.Popen[bytes] | None = None
         with RssSampler(server.proc.pid) as rss:
-            s0, m0 = cpu_seconds(server_ps), cpu_seconds(mosq_ps)
+            s0, m0 = tree_cpu_seconds(server_ps), cpu_seconds(mosq_ps)
             pg0 = {p.pid: cpu_seconds(p) for p in pg_backends()}
             sys0 = psutil.cpu_times()
             if args.py_spy:
                 spy_out = Path(f"{args.py_spy}-{broker}-{backend}.txt")
-                spy_cmd = [str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(server.proc.pid)]
+                spy_cmd = [str(Path(sys.executable).with_name("py-spy")), "record", "--subprocesses"]
+                spy_cmd += ["-p", str(server.proc.pid)]
                 spy_cmd += ["-d", str(args.py_spy_seconds), "-f", "raw", "-o", str(spy_out)]
                 spy = subprocess.Popen(spy_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             go_at.value = time.perf_counter() + 0.2
             go.set()
             results = [out.get(timeout=args.timeout * 4 + args.devices) for _ in procs]
             end = max(r["finished"] for r in results)
-            s1, m1 = cpu_seconds(server_ps), cpu_seconds(mosq_ps)
+            s1, m1 = tree_cpu_seconds(server_ps), cpu_seconds(mosq_ps)
             pg1 = sum(max(0.0, cpu_seconds(p) - pg0.get(p.pid, 0.0)) for p in pg_backends())
             sys1 = psutil.cpu_times()
         for p in procs:
@@ -464,6 +485,8 @@ def run_one(broker: str, backend: str, args: argparse.Namespace) -> dict[str, An
             "devices": args.devices,
             "connected": connected,
             "client_processes": args.processes,
+            "server_workers": args.workers,
+            "shared_requests": args.shared,
             "subscribe": args.subscribe,
             "target_rate": args.rate,
             "job_fanout_seconds": round(fanout_s, 2),
@@ -521,6 +544,12 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds a request may wait for its response")
     ap.add_argument("--mosquitto-inflight", type=int, default=1000, help="Mosquitto max_inflight_messages")
     ap.add_argument("--mosquitto-queued", type=int, default=100000, help="Mosquitto max_queued_messages")
+    ap.add_argument("--workers", default="1", help="fleetjobs serve --workers (a number or auto)")
+    ap.add_argument(
+        "--shared",
+        action="store_true",
+        help="Mosquitto with the loopback bridge; the workers share the requests (--mqtt-shared-group)",
+    )
     ap.add_argument("--py-spy", metavar="PREFIX", help="record the server with py-spy during the load (raw format)")
     ap.add_argument("--py-spy-seconds", type=int, default=10)
     ap.add_argument("--py-spy-top", type=int, default=20)

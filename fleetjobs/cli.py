@@ -107,9 +107,18 @@ def _parser() -> argparse.ArgumentParser:
         "--public-url",
         "URL devices reach this server at, for artifact download URLs (default http://HOST:PORT)",
     )
+    option(
+        "--public-host",
+        "host name devices reach this deployment at, answered by DescribeEndpoint (default: the MQTT / HTTP host)",
+    )
     option("--artifact-store", "where job artifacts live: local (DATA_DIR/artifacts, the default) or s3")
     option("--s3-endpoint-url", "S3-compatible endpoint for --artifact-store s3 (MinIO, Ceph...; default AWS)")
     option("--s3-region", "region of the S3 store (default --region)")
+    option(
+        "--workers",
+        "processes sharing the HTTP port and device traffic: a number, or auto (default: one per core "
+        "on PostgreSQL, 1 on SQLite)",
+    )
     option("--config", "TOML configuration file")
     s.set_defaults(subparser=s)
     _add_security_commands(sub)
@@ -379,7 +388,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.print_help()
         sys.exit(2)
     if args.command == "serve":
+        from fleetjobs.config import worker_count
         from fleetjobs.server import serve
+        from fleetjobs.supervisor import supervise
 
         flags = {k: v for k, v in vars(args).items() if k not in ("command", "subparser")}
         try:
@@ -387,10 +398,14 @@ def main(argv: list[str] | None = None) -> None:
         except (ValueError, OSError) as e:
             args.subparser.error(str(e))
         from fleetjobs.security.certs import CertificateError
+        from fleetjobs.store.database import DatabaseUnavailable
 
         try:
-            serve(settings)
-        except CertificateError as e:  # --mqtt-tls without a CA, or a CA that cannot be read
+            count = worker_count(settings)
+            serve(settings) if count == 1 else supervise(settings, count)
+        # --mqtt-tls without a readable CA; a database that cannot be used (the supervisor migrates
+        # before any worker starts); a data dir that cannot be made.
+        except (CertificateError, DatabaseUnavailable, OSError) as e:
             args.subparser.exit(1, f"fleetjobs serve: error: {e}\n")
     elif args.command in ("artifacts", "keys", "sign"):
         from fleetjobs.artifacts import ArtifactError

@@ -5,8 +5,10 @@ Precedence: command-line flag > environment > config file > default.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import secrets
 import string
 import tomllib
@@ -63,10 +65,18 @@ class Settings:
     artifact_store: str = "local"
     artifact_secret: str | None = None
     public_url: str | None = None
+    # The host name devices reach this deployment at, answered by DescribeEndpoint for iot:Data,
+    # iot:Data-ATS and iot:Jobs (a bare host, as AWS answers: no scheme, port or path).  Unset: the
+    # host of mqtt_url (else mqtt_host) for data, of public_url (else host) for jobs.
+    public_host: str | None = None
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
+    # Processes that share this instance's HTTP port and device traffic: a number, or "auto" (one per
+    # core on PostgreSQL; 1 on SQLite, which lets one process write at a time, and with manual_clock,
+    # whose time lives in one process).
+    workers: int | str = "auto"
 
     @classmethod
     def load(cls, flags: dict[str, Any], env: dict[str, str] | None = None) -> Settings:
@@ -107,6 +117,9 @@ class Settings:
                 s.manual_clock = float(s.manual_clock)
             except (TypeError, ValueError):
                 raise ValueError(f"manual_clock must be epoch seconds, not {s.manual_clock!r}") from None
+        s.workers = _workers(s.workers)
+        if isinstance(s.workers, int) and s.workers > 1 and s.manual_clock is not None:
+            raise ValueError("manual_clock keeps time in one process: use workers = 1 with it")
         s.embedded_broker = _boolean("embedded_broker", s.embedded_broker)
         s.mqtt_tls = _boolean("mqtt_tls", s.mqtt_tls)
         if s.mqtt_tls and (s.mqtt_url or not s.embedded_broker):
@@ -132,7 +145,45 @@ class Settings:
             raise ValueError("set both s3_access_key_id and s3_secret_access_key, or neither (boto3's usual chain)")
         if s.public_url and not str(s.public_url).startswith(("http://", "https://")):
             raise ValueError(f"public_url must be an http:// or https:// URL, not {s.public_url!r}")
+        if s.public_host is not None:
+            s.public_host = _host_name("public_host", s.public_host)
         return s
+
+
+def _workers(value: Any) -> int | str:
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"workers must be a number or auto, not {value!r}") from None
+    if not 1 <= count <= 64:
+        raise ValueError(f"workers must be between 1 and 64, not {count}")
+    return count
+
+
+def worker_count(settings: Settings) -> int:
+    """How many processes ``serve`` runs (see :attr:`Settings.workers`)."""
+    if isinstance(settings.workers, int):
+        return settings.workers
+    postgres = bool(settings.database_url) and str(settings.database_url).startswith("postgres")
+    if not postgres or settings.manual_clock is not None:
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _host_name(name: str, value: Any) -> str:
+    """A bare host name or IP address: DescribeEndpoint hands it to devices as AWS does its own
+    (``<id>-ats.iot.<region>.amazonaws.com``), so a scheme, port or path would break them."""
+    text = str(value).strip()
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", text):
+        raise ValueError(f"{name} must be a host name or IP address (no scheme, port or path), not {value!r}")
+    return text
 
 
 def _boolean(name: str, value: Any) -> bool:

@@ -8,6 +8,7 @@ import json
 import logging
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from fleetjobs.mqtt.job_events import JobEventsPublisher
 from fleetjobs.security import issuance
 from fleetjobs.service.context import ServiceContext
 from fleetjobs.service.device_jobs import DeviceJobs
+from fleetjobs.service.endpoints import EndpointAddresses, Endpoints
 from fleetjobs.service.event_configurations import EventConfigurations
 from fleetjobs.service.executions import Executions
 from fleetjobs.service.fleet_index import FleetIndex
@@ -37,6 +39,7 @@ from fleetjobs.service.loops.request_log import RequestLog
 from fleetjobs.service.loops.rollout_engine import RolloutEngine
 from fleetjobs.service.packages import Packages
 from fleetjobs.service.shadows import Shadows
+from fleetjobs.service.tags import Tags
 from fleetjobs.service.templates import JobTemplates
 from fleetjobs.service.things import Things
 from fleetjobs.service.throttle import ThingThrottle
@@ -46,7 +49,18 @@ log = logging.getLogger("fleetjobs")
 
 # The façades that answer each AWS service's operations (a method per operation, named after it).
 FACADES: dict[str, tuple[type, ...]] = {
-    "iot": (Things, ThingGroups, Jobs, Executions, JobTemplates, EventConfigurations, Packages, FleetIndex),
+    "iot": (
+        Things,
+        ThingGroups,
+        Jobs,
+        Executions,
+        JobTemplates,
+        EventConfigurations,
+        Packages,
+        FleetIndex,
+        Tags,
+        Endpoints,
+    ),
     "iot-jobs-data": (DeviceJobs,),
     "iot-data": (Shadows,),
 }
@@ -64,6 +78,8 @@ class Services:
     packages: Packages
     shadows: Shadows
     fleet_index: FleetIndex
+    tags: Tags
+    endpoints: Endpoints
     # background loops
     rollout: RolloutEngine
     purger: JobPurger
@@ -71,7 +87,11 @@ class Services:
 
     @classmethod
     def create(
-        cls, ctx: ServiceContext, throttle: ThingThrottle | None = None, store: ArtifactStore | None = None
+        cls,
+        ctx: ServiceContext,
+        throttle: ThingThrottle | None = None,
+        store: ArtifactStore | None = None,
+        endpoints: EndpointAddresses | None = None,
     ) -> Services:
         return cls(
             things=Things(ctx),
@@ -84,6 +104,8 @@ class Services:
             packages=Packages(ctx),
             shadows=Shadows(ctx),
             fleet_index=FleetIndex(ctx),
+            tags=Tags(ctx),
+            endpoints=Endpoints(ctx, endpoints),
             rollout=RolloutEngine(ctx),
             purger=JobPurger(ctx),
             request_log=RequestLog(ctx),
@@ -93,6 +115,19 @@ class Services:
         """This instance's façade objects for ``service``, in :data:`FACADES` order."""
         mine = [getattr(self, f.name) for f in dataclasses.fields(self)]
         return [next(o for o in mine if type(o) is cls) for cls in FACADES[service]]
+
+
+@dataclass(frozen=True)
+class WorkerRole:
+    """Which of ``serve``'s worker processes this is.  Worker 0 runs the embedded broker and reads the
+    device requests (every worker does in a shared group); the others connect to the same broker to
+    publish, under client ids of their own."""
+
+    index: int = 0
+    count: int = 1
+
+    def client_id(self, base: str) -> str:
+        return base if self.index == 0 else f"{base}-w{self.index}"
 
 
 class Background:
@@ -134,8 +169,8 @@ class Background:
         await self.db.close()
 
 
-def embedded_broker(settings: Settings) -> EmbeddedBroker | None:
-    if settings.mqtt_url or not settings.embedded_broker:
+def embedded_broker(settings: Settings, role: WorkerRole = WorkerRole()) -> EmbeddedBroker | None:
+    if settings.mqtt_url or not settings.embedded_broker or role.index != 0:
         return None
     if settings.mqtt_tls:
         ca_file, (cert_file, key_file) = _embedded_tls(settings, "server")
@@ -145,7 +180,9 @@ def embedded_broker(settings: Settings) -> EmbeddedBroker | None:
     return EmbeddedBroker(settings.mqtt_host, settings.mqtt_port)
 
 
-def mqtt_gateway(settings: Settings, services: Services, clock: Clock) -> MqttGateway | None:
+def mqtt_gateway(
+    settings: Settings, services: Services, clock: Clock, role: WorkerRole = WorkerRole()
+) -> MqttGateway | None:
     url = settings.mqtt_url
     tls = None
     if not url and settings.embedded_broker:
@@ -166,9 +203,10 @@ def mqtt_gateway(settings: Settings, services: Services, clock: Clock) -> MqttGa
         url,
         services.device_jobs,
         clock,
-        client_id=settings.mqtt_client_id,
+        client_id=role.client_id(settings.mqtt_client_id),
         tls=tls,
         shared_group=settings.mqtt_shared_group,
+        subscribe=role.index == 0 or settings.mqtt_shared_group is not None,
     )
     ctx = services.device_jobs.ctx
     ctx.events.subscribe_domain(gateway.on_domain_events)
@@ -197,20 +235,32 @@ def database_url(settings: Settings) -> str:
     return sqlite_url(settings.data_dir)
 
 
-def build(settings: Settings, key: AccessKey, clock: Clock | None = None) -> tuple[AwsApi, Database, Services]:
+def build(
+    settings: Settings, key: AccessKey, clock: Clock | None = None, role: WorkerRole = WorkerRole()
+) -> tuple[AwsApi, Database, Services]:
     manual = ManualClock(settings.manual_clock) if settings.manual_clock is not None else None
     clock = clock or manual or SystemClock()
     db = Database(database_url(settings))
     ctx = ServiceContext(db=db, clock=clock, partition=Partition(settings.region, settings.account_id))
     rate = settings.device_requests_per_second
-    services = Services.create(ctx, ThingThrottle(rate, 2 * rate), open_store(settings))
+    services = Services.create(
+        ctx, ThingThrottle(rate, 2 * rate), open_store(settings), EndpointAddresses.from_settings(settings)
+    )
     db.on_events = ctx.events.dispatch  # committed domain events reach their listeners
     credentials = {key.access_key_id: key.secret_access_key}
 
     async def health(scope, receive, send):  # type: ignore[no-untyped-def]
-        await json_response(send, 200, {"status": "ok"})
+        # ok only while the database answers and would take a write (checked at most once a second):
+        # a load balancer must not send traffic to an instance that can only fail its writes.
+        problem = await db.health()
+        if problem is None:
+            await json_response(send, 200, {"status": "ok", "database": db.dialect})
+        else:
+            await json_response(send, 503, {"status": "unavailable", "database": db.dialect, "reason": problem})
 
-    background = Background(db, services, mqtt_gateway(settings, services, clock), embedded_broker(settings))
+    background = Background(
+        db, services, mqtt_gateway(settings, services, clock, role), embedded_broker(settings, role)
+    )
     app = AwsApi(
         handlers={service: bind_handlers(service, services.facades(service)) for service in FACADES},
         credentials=lambda: credentials,
@@ -259,7 +309,7 @@ def clock_route(clock: ManualClock, rollout: RolloutEngine) -> Any:
     return route
 
 
-def banner(settings: Settings, key: AccessKey, db: Database) -> str:
+def banner(settings: Settings, key: AccessKey, db: Database, workers: int = 1) -> str:
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     endpoint = f"http://{host}:{settings.port}"
     lines = [
@@ -267,6 +317,7 @@ def banner(settings: Settings, key: AccessKey, db: Database) -> str:
         f"  control plane (iot) and device HTTPS API (iot-jobs-data): {endpoint}",
         f"  database: {db.dialect} ({'data dir ' + str(settings.data_dir) if db.is_sqlite else 'external'})",
         f"  region {settings.region}, account {settings.account_id}",
+        *([f"  {workers} worker processes share the HTTP port and the device traffic"] if workers > 1 else []),
         "  devices (MQTT, AWS IoT Jobs topics): "
         + (
             f"external broker {settings.mqtt_url}"
@@ -302,20 +353,21 @@ def banner(settings: Settings, key: AccessKey, db: Database) -> str:
     return "\n".join(lines)
 
 
-class _Server(uvicorn.Server):
-    """Prints the banner only once the port is bound and migrations have run."""
+class StartedServer(uvicorn.Server):
+    """Calls ``on_started`` (the banner, a worker's "ready") only once the port is bound and
+    migrations have run."""
 
-    def __init__(self, config: uvicorn.Config, banner_text: str) -> None:
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
         super().__init__(config)
-        self._banner = banner_text
+        self._on_started = on_started
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started and not self.should_exit:
-            print(self._banner, flush=True)
+            self._on_started()
 
 
-def serve(settings: Settings) -> None:
+def configure_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Migration chatter at every start says nothing an operator needs.
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -323,9 +375,10 @@ def serve(settings: Settings) -> None:
     # The banner says where the embedded broker listens; its own start-up line would only precede it.
     logging.getLogger("fleetjobs.mqtt.embedded_broker").setLevel(logging.WARNING)
     logging.getLogger("transitions").setLevel(logging.WARNING)
-    key = resolve_access_key(settings)
-    app, db, _ = build(settings, key)
-    config = uvicorn.Config(
+
+
+def uvicorn_config(settings: Settings, app: AwsApi) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -333,7 +386,15 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level.lower() if settings.log_level.lower() != "info" else "warning",
         access_log=False,
     )
-    server = _Server(config, banner(settings, key, db))
+
+
+def serve(settings: Settings) -> None:
+    """One process (``workers = 1``); :mod:`fleetjobs.supervisor` runs several."""
+    configure_logging(settings)
+    key = resolve_access_key(settings)
+    app, db, _ = build(settings, key)
+    text = banner(settings, key, db)
+    server = StartedServer(uvicorn_config(settings, app), lambda: print(text, flush=True))
     server.run()
     if not server.started:
         sys.exit(1)

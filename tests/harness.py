@@ -148,6 +148,8 @@ class Server:
         env.update(self.env)
         # Every test server gets its own embedded-broker port (the default one may be taken).
         env.setdefault("FLEETJOBS_MQTT_PORT", str(self.mqtt_port))
+        # One process unless a test asks for workers (tests/test_workers.py runs the default, auto).
+        env.setdefault("FLEETJOBS_WORKERS", "1")
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)

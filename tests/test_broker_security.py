@@ -358,6 +358,8 @@ def clients(setup: Setup) -> Iterator[Any]:
 
     def make(identity: str, protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311, **kw: Any) -> Client:
         cert = setup.pki.service if identity == certs.SERVICE_IDENTITY else setup.pki.things[identity]
+        if identity != certs.SERVICE_IDENTITY:
+            kw.setdefault("client_id", identity)  # the broker admits a device only under its thing name
         c = Client(setup.broker.port, setup.pki.ca_file, cert, protocol, **kw)
         made.append(c)
         return c.connect()
@@ -545,6 +547,7 @@ def test_broker_config_files_belong_to_broker_user() -> None:
             conf.conf_path,
             conf.acl_path,
             conf.directory / "server.key",
+            conf.directory / "fleetjobs_client_ids.so",
         ):
             assert p.stat().st_uid == uid, p
         assert stat.S_IMODE((conf.directory / "server.key").stat().st_mode) == 0o600
@@ -554,7 +557,7 @@ def test_broker_config_files_belong_to_broker_user() -> None:
             "listener 8883",
             "user mosquitto",
             "require_certificate true",
-            "use_identity_as_username true",
+            f"plugin {conf.directory}/fleetjobs_client_ids.so",
             "allow_anonymous false",
             "persistence true",
             f"persistence_location {conf.directory}/data/",
@@ -669,7 +672,7 @@ def test_longest_thing_name(setup: Setup, clients: Any) -> None:
     """A 128-character thing name (AWS's maximum, beyond RFC 5280's 64-character CN) works end to end."""
     name = "x" * 120 + ":long_-1"
     cert = certs.issue_device_cert(setup.pki.ca, name, setup.root / "long")
-    device = Client(setup.broker.port, setup.pki.ca_file, cert, MQTTProtocolVersion.MQTTv5).connect()
+    device = Client(setup.broker.port, setup.pki.ca_file, cert, MQTTProtocolVersion.MQTTv5, client_id=name).connect()
     try:
         service = clients(certs.SERVICE_IDENTITY, MQTTProtocolVersion.MQTTv5)
         assert service.subscribe("$aws/things/+/jobs/#") == 1
@@ -693,13 +696,15 @@ def test_only_fleetjobs_ca_clients_connect(setup: Setup, who: str, protocol: MQT
         "server-certificate": pki.server,  # issued by the CA, but for servers only (EKU serverAuth)
         "forged-by-device": pki.forged,  # thing-a's key posing as a CA for "thing-b"
     }[who]
-    c = Client(setup.broker.port, pki.ca_file, cert, protocol)
+    # Each with the client id its CN would be allowed, so the refusal can only be about the certificate.
+    client_id = {"other-ca": "thing-a", "forged-by-device": "thing-b"}.get(who, "thing-a")
+    c = Client(setup.broker.port, pki.ca_file, cert, protocol, client_id=client_id)
     try:
         assert not c.try_connect()
     finally:
         c.close()
     # The same broker still admits a real device (the refusal was about the certificate).
-    ok = Client(setup.broker.port, pki.ca_file, pki.things["thing-a"], protocol)
+    ok = Client(setup.broker.port, pki.ca_file, pki.things["thing-a"], protocol, client_id="thing-a")
     try:
         assert ok.try_connect()
     finally:
@@ -748,8 +753,8 @@ def test_cli_setup_and_persistent_sessions_survive_broker_restart(protocol: MQTT
         assert service.subscribe("$aws/things/+/jobs/#") == 1
         service.close()  # fleetjobs goes away; its persistent session keeps collecting requests
 
-        a = client(things["thing-a"])
-        b = client(things["thing-b"])
+        a = client(things["thing-a"], client_id="thing-a")
+        b = client(things["thing-b"], client_id="thing-b")
         a.publish("$aws/things/thing-b/jobs/get", '{"clientToken":"forged"}')  # dropped by the ACL
         a.publish("$aws/things/thing-a/jobs/get", '{"clientToken":"a1"}')
         b.publish("$aws/things/thing-b/jobs/job-1/update", '{"clientToken":"b1"}')
@@ -766,7 +771,7 @@ def test_cli_setup_and_persistent_sessions_survive_broker_restart(protocol: MQTT
             ("$aws/things/thing-b/jobs/job-1/update", '{"clientToken":"b1"}'),
         ]
         # The subscription itself survived too: new requests arrive without subscribing again.
-        a = client(things["thing-a"])
+        a = client(things["thing-a"], client_id="thing-a")
         a.publish("$aws/things/thing-a/jobs/start-next", '{"clientToken":"a2"}')
         service.expect("$aws/things/thing-a/jobs/start-next", '{"clientToken":"a2"}')
     finally:

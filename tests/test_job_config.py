@@ -286,10 +286,12 @@ def test_retry_duplicate_failure_type_refused(failure_type: str) -> None:
 
 
 @pytest.mark.parametrize("failure_type", ["TIMED_OUT", "ALL"])
-def test_retry_on_timeout_requires_timeout_config(failure_type: str) -> None:
+def test_retry_on_timeout_needs_no_timeout_config(failure_type: str) -> None:
+    """A job timeout is the precondition for in-progress timeouts to happen, not a rule of the
+    request: step timers (stepTimeoutInMinutes) time executions out without one."""
     ok_job(jobExecutionsRetryConfig=retry((failure_type, 2)), timeoutConfig=TIMEOUT)
-    bad_job("requires a timeoutConfig", jobExecutionsRetryConfig=retry((failure_type, 2)))
-    bad_job("requires a timeoutConfig", jobExecutionsRetryConfig=retry((failure_type, 2)), timeoutConfig={})
+    ok_job(jobExecutionsRetryConfig=retry((failure_type, 2)))
+    ok_job(jobExecutionsRetryConfig=retry((failure_type, 2)), timeoutConfig={})
 
 
 def test_retry_on_failed_needs_no_timeout() -> None:
@@ -488,17 +490,15 @@ def test_update_checks_the_mutable_configuration() -> None:
     validate_job_update({"jobId": "j", "timeoutConfig": {"inProgressTimeoutInMinutes": 10080}})
 
 
-def test_update_retry_on_timeout_uses_the_jobs_current_timeout() -> None:
+def test_update_retry_on_timeout_needs_no_timeout() -> None:
     update = {"jobId": "j", "jobExecutionsRetryConfig": retry(("TIMED_OUT", 2))}
-    # Without the stored configuration a partial update cannot tell: accepted.
     validate_job_update(update)
     retrying = {"jobExecutionsRetryConfig": retry(("TIMED_OUT", 2))}
     validate_job_update(update, current_config={"timeoutConfig": TIMEOUT, **retrying})
     validate_job_update({**update, "timeoutConfig": TIMEOUT}, current_config=retrying)
-    with pytest.raises(InvalidRequest, match="requires a timeoutConfig"):
-        validate_job_update(update, current_config={})
-    with pytest.raises(InvalidRequest, match="requires a timeoutConfig"):
-        validate_job_update({**update, "timeoutConfig": {}})
+    # Neither the job nor the request has a timeout: accepted all the same (step timers).
+    validate_job_update(update, current_config={})
+    validate_job_update({**update, "timeoutConfig": {}})
 
 
 # -- CreateJobTemplate -----------------------------------------------------------------------------
@@ -551,7 +551,6 @@ def test_template_config_rules_are_those_of_create_job() -> None:
         ({"jobExecutionsRolloutConfig": rollout(1.55)}, "one digit"),
         ({"abortConfig": abort(10.999)}, "two digits"),
         ({"timeoutConfig": {"inProgressTimeoutInMinutes": 0}}, "between 1 and 10080"),
-        ({"jobExecutionsRetryConfig": retry(("TIMED_OUT", 1))}, "requires a timeoutConfig"),
         ({"jobExecutionsRetryConfig": retry(("FAILED", 11))}, "at most 10 retries"),
         ({"destinationPackageVersions": [PKG.format(i) for i in range(26)]}, "at most 25"),
         ({"maintenanceWindows": [{"startTime": "every sunday", "durationInMinutes": 60}]}, "cron"),
@@ -560,6 +559,11 @@ def test_template_config_rules_are_those_of_create_job() -> None:
     ):
         with pytest.raises(InvalidRequest, match=match):
             validate_template_request(template(**bad))
+
+
+def test_template_retry_on_timeout_needs_no_timeout() -> None:
+    validate_template_request(template(jobExecutionsRetryConfig=retry(("TIMED_OUT", 1))))
+    validate_template_request(template(jobExecutionsRetryConfig=retry(("ALL", 3)), timeoutConfig={}))
 
 
 def test_template_presigned_document_with_role_is_accepted() -> None:

@@ -237,10 +237,6 @@ def test_only_one_document_source(iot) -> None:  # type: ignore[no-untyped-def]
         ({"timeoutConfig": {"inProgressTimeoutInMinutes": 10081}}, "between 1 and 10080"),
         ({"timeoutConfig": {"inProgressTimeoutInMinutes": 0}}, "between 1 and 10080"),
         (
-            {"jobExecutionsRetryConfig": {"criteriaList": [{"failureType": "TIMED_OUT", "numberOfRetries": 1}]}},
-            "requires a timeoutConfig",
-        ),
-        (
             {
                 "jobExecutionsRetryConfig": {
                     "criteriaList": [
@@ -515,13 +511,13 @@ def test_service_template_from_job_request_members_win(backends: Backend, tmp_pa
         assert d["timeoutConfig"] == {"inProgressTimeoutInMinutes": 45}
         assert d["maintenanceWindows"] == [{"startTime": "cron(0 0 ? * SUN *)", "durationInMinutes": 30}]
         assert d["abortConfig"] == SOURCE_JOB_CONFIG["abortConfig"]
-        # The job retries TIMED_OUT: overriding the timeout away makes the combination invalid.
-        with pytest.raises(InvalidRequest, match="requires a timeoutConfig"):
-            await templates.create_job_template(
-                {"jobTemplateId": "t3", "description": "d", "jobArn": job_arn("src"), "timeoutConfig": {}}
-            )
-        with pytest.raises(ResourceNotFound):
-            await templates.describe_job_template({"jobTemplateId": "t3"})
+        # The job retries TIMED_OUT: overriding its timeout away still makes a valid template
+        # (step timers time executions out without a job timeout).
+        await templates.create_job_template(
+            {"jobTemplateId": "t3", "description": "d", "jobArn": job_arn("src"), "timeoutConfig": {}}
+        )
+        d3 = await templates.describe_job_template({"jobTemplateId": "t3"})
+        assert d3["jobExecutionsRetryConfig"] == SOURCE_JOB_CONFIG["jobExecutionsRetryConfig"]
         with pytest.raises(ResourceNotFound, match="nojob"):
             await templates.create_job_template({"jobTemplateId": "t4", "description": "d", "jobArn": job_arn("nojob")})
 
@@ -616,11 +612,12 @@ class TestTemplateFromJob:
         assert d["destinationPackageVersions"] == [PKG.format(7)]
         assert d["abortConfig"] == FULL_CONFIG["abortConfig"]
 
-    def test_the_combination_is_rechecked(self, iot, source_job: str) -> None:  # type: ignore[no-untyped-def]
-        with pytest.raises(iot.exceptions.InvalidRequestException, match="requires a timeoutConfig"):
-            iot.create_job_template(
-                jobTemplateId=unique("tpl"), description="d", jobArn=job_arn(source_job), timeoutConfig={}
-            )
+    def test_the_timeout_can_be_overridden_away(self, iot, source_job: str) -> None:  # type: ignore[no-untyped-def]
+        """The job retries TIMED_OUT; a template without its timeout is still valid (step timers)."""
+        template_id = create_template(iot, jobArn=job_arn(source_job), timeoutConfig={})
+        d = described(iot, template_id)
+        assert d["jobExecutionsRetryConfig"] == {"criteriaList": [{"failureType": "TIMED_OUT", "numberOfRetries": 4}]}
+        assert not d.get("timeoutConfig", {}).get("inProgressTimeoutInMinutes")
 
 
 # -- CreateJob with jobTemplateArn (depends on fleetjobs/service/jobs.py) -----------------------------------

@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, int]] = [
     ("fleetjobs.agent", 7),
     ("fleetjobs.simulate", 7),
     ("fleetjobs.server", 8),
+    ("fleetjobs.supervisor", 9),
     ("fleetjobs.cli", 9),
     ("fleetjobs.__main__", 9),
 ]

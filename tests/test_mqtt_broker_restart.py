@@ -148,3 +148,42 @@ def test_no_notify_next_is_lost_when_the_broker_dies_mid_notification(backends, 
         srv.stop()
         broker.kill()
         broker.wait(timeout=10)
+
+
+def test_a_device_change_made_while_the_broker_is_away_is_announced_after(backends, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An HTTPS update while the gateway has no broker: its notify-next (the next job) is kept as a
+    durable notice and published once the broker is back, instead of being dropped."""
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    broker = start_mosquitto(conf, port)
+    srv = backends.server(
+        env={"FLEETJOBS_MQTT_URL": f"mqtt://127.0.0.1:{port}", "FLEETJOBS_MQTT_CLIENT_ID": unique("gw")}
+    ).start()
+    observer = None
+    try:
+        iot, data = srv.client("iot"), srv.client("iot-jobs-data")
+        fleet = Fleet(iot)
+        thing = fleet.things(1)[0]
+        first = fleet.job([thing_arn(thing)])
+        second = fleet.job([thing_arn(thing)])
+        data.start_next_pending_job_execution(thingName=thing)
+        observer = Observer(port)
+        broker.terminate()
+        broker.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while "MQTT connection lost" not in srv.output():  # the gateway knows: nothing can be published
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        data.update_job_execution(jobId=first, thingName=thing, status="SUCCEEDED")  # $next is now `second`
+        broker = start_mosquitto(conf, port)
+        deadline = time.monotonic() + 30
+        while thing not in observer.things_told_of(second):
+            assert time.monotonic() < deadline, f"notify-next of {second} never came:\n{srv.log()}"
+            time.sleep(0.1)
+    finally:
+        if observer is not None:
+            observer.close()
+        srv.stop()
+        broker.terminate()
+        broker.wait(timeout=10)

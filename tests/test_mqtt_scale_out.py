@@ -61,7 +61,7 @@ class TlsDevice:
         self.responses: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         self._waiters: dict[str, queue.Queue[tuple[str, dict[str, Any]]]] = {}
         self._lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{thing}-{uuid.uuid4().hex[:6]}")
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=thing)
         self.client.tls_set(ca_certs=str(ca), certfile=str(cert[0]), keyfile=str(cert[1]))
         self.client.on_message = self._on_message
         subscribed = threading.Event()

@@ -97,7 +97,7 @@ class TlsDevice(Device):
         self._lock = threading.Lock()
         self._seen = []
         self._subacks: queue.Queue[list[Any]] = queue.Queue()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"dev-{thing}-{uuid.uuid4().hex[:6]}")
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=thing)
         self.client.tls_set(ca_certs=ca_file, certfile=str(cert[0]), keyfile=str(cert[1]))
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda _c, _u, _mid, codes, _p: self._subacks.put(list(codes))
@@ -342,7 +342,7 @@ def test_awsiotsdk_iot_jobs_client_runs_a_job(deployment: Deployment) -> None:
         cert_filepath=str(cert),
         pri_key_filepath=str(key),
         ca_filepath=deployment.ca_file,
-        client_id=f"{thing}-{uuid.uuid4().hex[:6]}",
+        client_id=thing,
         clean_session=True,
         keep_alive_secs=30,
     )
@@ -440,7 +440,7 @@ def test_awsiotsdk_iot_jobs_client_v2_runs_a_job_over_mqtt5(mosquitto_tls: Deplo
         cert_filepath=str(cert),
         pri_key_filepath=str(key),
         ca_filepath=dep.ca_file,
-        client_id=f"{thing}-{uuid.uuid4().hex[:6]}",
+        client_id=thing,
         on_lifecycle_connection_success=lambda event: connected.put(("ok", event)),
         on_lifecycle_connection_failure=lambda event: connected.put(("failed", event)),
         on_lifecycle_stopped=lambda event: stopped.set(),
@@ -537,7 +537,7 @@ def test_awsiot_python_sdk_thing_jobs_client_runs_a_job(deployment: Deployment) 
     fleet = deployment.fleet()
     thing = fleet.things(1)[0]
     cert, key = deployment.device_cert(thing)
-    client_id = f"{thing}-{uuid.uuid4().hex[:6]}"
+    client_id = thing
     jobs = mqttlib.AWSIoTMQTTThingJobsClient(client_id, thing, QoS=1)
     jobs.configureEndpoint(HOST, deployment.port)
     jobs.configureCredentials(deployment.ca_file, str(key), str(cert))

@@ -662,13 +662,17 @@ def test_retry_all_bounds_both_failure_types_together(clock_server: Server, iot,
     assert job(iot, job_id)["status"] == "COMPLETED"
 
 
-def test_retry_on_timed_out_requires_a_timeout_config(iot, fleet) -> None:
+def test_retry_on_timed_out_needs_no_timeout_config(clock_server: Server, iot, device, fleet) -> None:
+    """Without a job timeout, the step timer still times executions out, and they are retried
+    (tests/test_timeout_retries.py has the whole story)."""
     (thing,) = fleet.things(1)
-    with pytest.raises(iot.exceptions.InvalidRequestException):
-        fleet.job(
-            arns([thing]),
-            jobExecutionsRetryConfig={"criteriaList": [{"failureType": "TIMED_OUT", "numberOfRetries": 1}]},
-        )
+    job_id = fleet.job(
+        arns([thing]),
+        jobExecutionsRetryConfig={"criteriaList": [{"failureType": "TIMED_OUT", "numberOfRetries": 1}]},
+    )
+    start(device, job_id, thing, stepTimeoutInMinutes=1)
+    advance(clock_server, 60)
+    assert _retry_summaries(iot, job_id, thing) == [(1, 0, "TIMED_OUT"), (2, 1, "QUEUED")]
 
 
 def test_abort_cancels_queued_retries(clock_server: Server, iot, device, fleet) -> None:

@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -67,6 +67,26 @@ def _parse_authorization(value: str) -> dict[str, str]:
     return fields
 
 
+@dataclass(frozen=True)
+class SignedHeaders:
+    """A request whose headers passed every check that needs no body: its signature is still unchecked.
+
+    The signature covers the payload's hash, so it can only be checked once the body is in; but
+    everything else (an Authorization header at all, a well-formed credential scope, a known access
+    key, the date and its skew) is decided from the headers, so a request that fails any of that is
+    refused before a byte of its body is read.
+    """
+
+    access_key_id: str
+    secret: str = field(repr=False)  # never in a log line
+    service: str
+    region: str
+    amz_date: str
+    signature: str
+    signed_names: tuple[str, ...]
+    signed_values: Mapping[str, str]
+
+
 def verify(
     *,
     method: str,
@@ -80,6 +100,18 @@ def verify(
 ) -> SignedRequest:
     """Check a request's signature; raise ``AuthError`` with the AWS error code otherwise.
     ``region``: the one region a credential scope may name (None: any)."""
+    pending = check_headers(headers=headers, credentials=credentials, now=now, region=region)
+    return verify_signature(pending, method=method, raw_path=raw_path, raw_query=raw_query, headers=headers, body=body)
+
+
+def check_headers(
+    *,
+    headers: Mapping[str, str],
+    credentials: Mapping[str, str],
+    now: float,
+    region: str | None = None,
+) -> SignedHeaders:
+    """The checks of :func:`verify` that need only the headers (raise ``AuthError`` as it does)."""
     auth = headers.get("authorization")
     if not auth:
         raise AuthError("MissingAuthenticationTokenException", "Missing Authentication Token")
@@ -126,11 +158,26 @@ def verify(
         raise AuthError(
             "InvalidSignatureException", "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
         )
-    request_headers = {}
+    request_headers: dict[str, str] = {}
     for name in signed_names:
         if name not in headers:
             raise AuthError("InvalidSignatureException", f"Signed header '{name}' is missing from the request")
         request_headers[name] = headers[name]
+    return SignedHeaders(
+        akid, secret, service, scope_region, amz_date, fields["Signature"], tuple(signed_names), request_headers
+    )
+
+
+def verify_signature(
+    pending: SignedHeaders,
+    *,
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: Mapping[str, str],
+    body: bytes,
+) -> SignedRequest:
+    """Check the signature of a request whose headers passed :func:`check_headers`, over its body."""
     # botocore trusts a request's x-amz-content-sha256 header in place of hashing the body, so a
     # body swapped after signing would pass if we let it: the header must describe this body.
     declared = headers.get("x-amz-content-sha256")
@@ -141,15 +188,17 @@ def verify(
     url = f"http://{headers.get('host', 'localhost')}{raw_path}"
     if raw_query:
         url += f"?{raw_query}"
-    request = AWSRequest(method=method, url=url, headers=request_headers, data=body)
-    request.context["timestamp"] = amz_date
-    signer = _Verifier(Credentials(akid, secret), service, scope_region, signed_names)
+    request = AWSRequest(method=method, url=url, headers=dict(pending.signed_values), data=body)
+    request.context["timestamp"] = pending.amz_date
+    signer = _Verifier(
+        Credentials(pending.access_key_id, pending.secret), pending.service, pending.region, list(pending.signed_names)
+    )
     canonical = signer.canonical_request(request)
     expected = signer.signature(signer.string_to_sign(request, canonical), request)
-    if not hmac.compare_digest(expected.encode(), fields["Signature"].encode("utf-8", "replace")):
+    if not hmac.compare_digest(expected.encode(), pending.signature.encode("utf-8", "replace")):
         raise AuthError(
             "InvalidSignatureException",
             "The request signature we calculated does not match the signature you provided. "
             "Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
         )
-    return SignedRequest(akid, service, scope_region)
+    return SignedRequest(pending.access_key_id, pending.service, pending.region)

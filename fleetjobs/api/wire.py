@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 from botocore.model import OperationModel, Shape
 
+from fleetjobs.domain import fastjson
 from fleetjobs.domain.errors import InvalidRequest
 
 
@@ -91,7 +91,7 @@ def parse_request(
         body_members = {payload_name: member}
     if body_members and body.strip():
         try:
-            doc = json.loads(body)
+            doc = fastjson.loads(body)
         except (ValueError, UnicodeDecodeError):
             raise InvalidRequest("Request body is not valid JSON") from None
         except RecursionError:  # nested deeper than the parser goes
@@ -132,11 +132,11 @@ def serialize_response(op: OperationModel, result: dict[str, Any] | None) -> tup
             status = int(value)
         else:
             body[name] = value
-    return status, headers, json.dumps(body, separators=(",", ":")).encode()
+    return status, headers, fastjson.dumps(body)
 
 
 def error_body(code: str, message: str, extra: dict[str, Any] | None = None) -> bytes:
     doc: dict[str, Any] = {"message": message}
     if extra:
         doc.update(extra)
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return fastjson.dumps(doc)

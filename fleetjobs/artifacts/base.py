@@ -52,6 +52,12 @@ class ArtifactStore(Protocol):
         """The object's bytes (latest version unless ``obj.version_id``)."""
         ...
 
+    def check_servable(self, obj: S3Object) -> None:
+        """Raise ``ArtifactError`` if this store could never sign or serve ``obj`` (a bucket or key
+        name it refuses), without I/O.  CreateJob asks it of every presigned-URL placeholder, so
+        a job whose every delivery would fail is refused instead of being stored."""
+        ...
+
 
 def public_url(settings: Settings) -> str:
     """Where devices reach this server: the ``public_url`` setting, else ``http://host:port``."""

@@ -307,6 +307,12 @@ class LocalStore:
         path = f"{ROUTE_PREFIX}{quote(obj.bucket, safe='')}/{quote(obj.key, safe='/~')}"
         return f"{self.base_url}{path}?{urlencode(query)}"
 
+    def check_servable(self, obj: S3Object) -> None:
+        """The names this store refuses (see ``validate_bucket`` / ``validate_key``): no URL to such an
+        object can be signed or downloaded, whatever is uploaded later."""
+        validate_bucket(obj.bucket)
+        validate_key(obj.key)
+
     async def read(self, obj: S3Object) -> bytes:
         path, _ = self._entry(obj.bucket, obj.key, obj.version_id)
         return await asyncio.to_thread(path.read_bytes)

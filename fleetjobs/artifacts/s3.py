@@ -12,6 +12,7 @@ import asyncio
 import builtins
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from fleetjobs.config import Settings
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "404", "NotFound"}
+# The bucket names boto3 will sign a URL for (botocore refuses any other before signing).
+_SIGNABLE_BUCKET = re.compile(r"[a-zA-Z0-9.\-_]{1,255}")
 
 
 class S3Store:
@@ -69,6 +72,14 @@ class S3Store:
         if obj.version_id:
             params["VersionId"] = obj.version_id
         return str(self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=int(expires_in)))
+
+    def check_servable(self, obj: S3Object) -> None:
+        """S3 takes any key of 1-1024 bytes (checked with the URL); a bucket name botocore refuses
+        to sign for would fail every delivery."""
+        if not _SIGNABLE_BUCKET.fullmatch(obj.bucket):
+            raise ArtifactError(f"invalid bucket name {obj.bucket!r}: S3 bucket names are [a-zA-Z0-9.-_]")
+        if not obj.key or len(obj.key.encode()) > 1024:
+            raise ArtifactError(f"invalid key {obj.key!r}: 1-1024 bytes")
 
     async def read(self, obj: S3Object) -> bytes:
         def get() -> bytes:

@@ -70,7 +70,7 @@ def validate_job_request(req: Mapping[str, Any], now: float, *, has_template_doc
     _check_document(req.get("document"))
     _check_targets(req.get("targets"))
     _check_document_parameters(req)
-    _check_common_config(req, timeout_config=req.get("timeoutConfig"))
+    _check_common_config(req)
     _check_presigned_role(req.get("document"), req.get("presignedUrlConfig"))
     _check_scheduling(req.get("schedulingConfig"), now)
 
@@ -79,15 +79,9 @@ def validate_job_update(req: Mapping[str, Any], *, current_config: Mapping[str, 
     """Validate the mutable subset of an UpdateJob request.
 
     ``current_config`` is the job's stored configuration (CreateJob members, camelCase); when
-    given, a retry criterion on TIMED_OUT is accepted if the *job* already has a timeout, not
-    only if this request sets one.  Without it that one cross-check is skipped, because a
-    partial update alone cannot tell.
+    given, the request may not raise a failure type's ``numberOfRetries`` above it.
     """
-    timeout_config = req.get("timeoutConfig")
-    if timeout_config is None and current_config is not None:
-        timeout_config = current_config.get("timeoutConfig")
-    check_timeout = current_config is not None or "timeoutConfig" in req
-    _check_common_config(req, timeout_config=timeout_config, check_retry_timeout=check_timeout)
+    _check_common_config(req)
     if current_config is not None and req.get("jobExecutionsRetryConfig") is not None:
         _check_retries_not_raised(current_config.get("jobExecutionsRetryConfig"), req["jobExecutionsRetryConfig"])
 
@@ -124,7 +118,7 @@ def validate_template_request(req: Mapping[str, Any]) -> None:
     if len(given) > 1:
         raise InvalidRequest(f"Specify only one of document, documentSource or jobArn (got {', '.join(given)}).")
     _check_document(req.get("document"))
-    _check_common_config(req, timeout_config=req.get("timeoutConfig"))
+    _check_common_config(req)
     _check_presigned_role(req.get("document"), req.get("presignedUrlConfig"))
     _check_maintenance_windows(req.get("maintenanceWindows"))
 
@@ -224,11 +218,11 @@ def _check_presigned_role(document: Any, presigned_url_config: Any) -> None:
 # -- rollout, abort, timeout, retry, package versions ----------------------------------------------
 
 
-def _check_common_config(req: Mapping[str, Any], *, timeout_config: Any, check_retry_timeout: bool = True) -> None:
+def _check_common_config(req: Mapping[str, Any]) -> None:
     _check_rollout(req.get("jobExecutionsRolloutConfig"))
     _check_abort(req.get("abortConfig"))
     _check_timeout(req.get("timeoutConfig"))
-    _check_retry(req.get("jobExecutionsRetryConfig"), timeout_config, check_retry_timeout)
+    _check_retry(req.get("jobExecutionsRetryConfig"))
     _check_package_versions(req.get("destinationPackageVersions"))
 
 
@@ -290,7 +284,11 @@ def _check_timeout(timeout: Any) -> None:
         )
 
 
-def _check_retry(retry: Any, timeout_config: Any, check_timeout: bool) -> None:
+def _check_retry(retry: Any) -> None:
+    """Retry criteria on TIMED_OUT (or ALL) need no ``timeoutConfig``: the developer guide gives
+    the job timeout as the precondition for timeout retries to *happen*, not as a rule of the
+    request, and an execution can time out without one, on the step timer a device sets with
+    ``stepTimeoutInMinutes`` (StartNextPendingJobExecution / UpdateJobExecution)."""
     if not retry:
         return
     criteria_list = retry.get("criteriaList") or []
@@ -307,11 +305,6 @@ def _check_retry(retry: Any, timeout_config: Any, check_timeout: bool) -> None:
             f"jobExecutionsRetryConfig allows {total} retries; at most {MAX_TOTAL_RETRIES} retries are allowed "
             "per job execution for all failure types combined."
         )
-    if check_timeout and seen & {"TIMED_OUT", "ALL"}:
-        if not (timeout_config or {}).get("inProgressTimeoutInMinutes"):
-            raise InvalidRequest(
-                "Retrying on TIMED_OUT (or ALL) failures requires a timeoutConfig with inProgressTimeoutInMinutes."
-            )
 
 
 def _check_package_versions(versions: Any) -> None:

@@ -21,6 +21,7 @@ from urllib.parse import unquote
 from fleetjobs.domain.errors import InvalidRequest
 
 MAX_SUBSTITUTIONS = 10
+MAX_KEY_BYTES = 1024  # S3's limit on an object key (UTF-8)
 _PLACEHOLDER = re.compile(r'\$\{(aws:iot:[^{}"]*)\}')
 _PRESIGNED = re.compile(r"aws:iot:s3-presigned-url(?:-(v1|v2))?:(.+)", re.DOTALL)
 _PARAMETER = re.compile(r"aws:iot:parameter:([a-zA-Z0-9_-]{1,128})")
@@ -94,6 +95,9 @@ def parse_s3_url(url: str, *, encoded: bool = False) -> S3Object:
         bucket, key = path.split("/", 1)
     if not key:
         raise InvalidRequest(f"'{url}' names no object key.")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        # S3 itself refuses such a key: a URL to it could never be served, so it is refused now.
+        raise InvalidRequest(f"'{url}' names an object key longer than S3's {MAX_KEY_BYTES} bytes.")
     return S3Object(bucket, key, version_id)
 
 
@@ -206,6 +210,12 @@ def parse_presigned(body: str) -> S3Object:
     if flavour != "v2" and "?versionId=" in url:
         raise InvalidRequest("Only ${aws:iot:s3-presigned-url-v2:...} may pin an object version.")
     return parse_s3_url(url, encoded=flavour == "v2")
+
+
+def presigned_objects(document: str) -> list[S3Object]:
+    """The objects the document's presigned-URL placeholders name, in order: what CreateJob asks the
+    artifact store about, so that a document no delivery could ever sign is refused up front."""
+    return [parse_presigned(m.group(1)) for m in _PLACEHOLDER.finditer(document) if _PRESIGNED.fullmatch(m.group(1))]
 
 
 def has_presigned(document: str | None) -> bool:

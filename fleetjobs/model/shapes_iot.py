@@ -297,6 +297,14 @@ class DeprecateThingTypeResponse(TypedDict, total=False):
     pass
 
 
+class DescribeEndpointRequest(TypedDict, total=False):
+    endpointType: str
+
+
+class DescribeEndpointResponse(TypedDict, total=False):
+    endpointAddress: str
+
+
 class DescribeEventConfigurationsRequest(TypedDict, total=False):
     pass
 
@@ -710,6 +718,16 @@ class ListPackagesResponse(TypedDict, total=False):
     nextToken: str
 
 
+class ListTagsForResourceRequest(TypedDict, total=False):
+    resourceArn: Required[str]
+    nextToken: str
+
+
+class ListTagsForResourceResponse(TypedDict, total=False):
+    tags: list[Tag]
+    nextToken: str
+
+
 class ListThingGroupsForThingRequest(TypedDict, total=False):
     thingName: Required[str]
     nextToken: str
@@ -879,6 +897,15 @@ class Tag(TypedDict, total=False):
     Value: str
 
 
+class TagResourceRequest(TypedDict, total=False):
+    resourceArn: Required[str]
+    tags: Required[list[Tag]]
+
+
+class TagResourceResponse(TypedDict, total=False):
+    pass
+
+
 class ThingAttribute(TypedDict, total=False):
     thingName: str
     thingTypeName: str
@@ -964,6 +991,15 @@ class ThingTypeProperties(TypedDict, total=False):
 
 class TimeoutConfig(TypedDict, total=False):
     inProgressTimeoutInMinutes: int
+
+
+class UntagResourceRequest(TypedDict, total=False):
+    resourceArn: Required[str]
+    tagKeys: Required[list[str]]
+
+
+class UntagResourceResponse(TypedDict, total=False):
+    pass
 
 
 class UpdateDynamicThingGroupRequest(TypedDict, total=False):
@@ -1114,6 +1150,7 @@ OPERATIONS = (
     "DeleteThingGroup",
     "DeleteThingType",
     "DeprecateThingType",
+    "DescribeEndpoint",
     "DescribeEventConfigurations",
     "DescribeIndex",
     "DescribeJob",
@@ -1136,6 +1173,7 @@ OPERATIONS = (
     "ListManagedJobTemplates",
     "ListPackageVersions",
     "ListPackages",
+    "ListTagsForResource",
     "ListThingGroups",
     "ListThingGroupsForThing",
     "ListThingTypes",
@@ -1143,6 +1181,8 @@ OPERATIONS = (
     "ListThingsInThingGroup",
     "RemoveThingFromThingGroup",
     "SearchIndex",
+    "TagResource",
+    "UntagResource",
     "UpdateDynamicThingGroup",
     "UpdateEventConfigurations",
     "UpdateIndexingConfiguration",

@@ -7,9 +7,9 @@ request), so both device APIs refuse exactly the same inputs with the same messa
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
+from fleetjobs.domain import fastjson
 from fleetjobs.domain.errors import InvalidRequest, ServiceError
 from fleetjobs.model import service_model
 from fleetjobs.model.validation import validate_input
@@ -54,7 +54,7 @@ def decode(payload: bytes) -> dict[str, Any]:
     if len(payload) > MAX_PAYLOAD:
         raise InvalidRequest(f"The payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD}")
     try:
-        doc = json.loads(payload.decode("utf-8")) if payload.strip() else {}
+        doc = fastjson.loads(payload.decode("utf-8")) if payload.strip() else {}
     except (UnicodeDecodeError, ValueError):
         raise InvalidJson("The payload is not valid UTF-8 JSON") from None
     except RecursionError:  # nested deeper than the parser goes
@@ -96,7 +96,7 @@ def document_object(document: str | None) -> Any:
     if document is None:
         return None
     try:
-        return json.loads(document)
+        return fastjson.loads(document)
     except ValueError:
         return document
 
@@ -111,7 +111,7 @@ def accepted(result: dict[str, Any], token: str | None, now: float) -> bytes:
     doc["timestamp"] = int(now)
     if token is not None:
         doc["clientToken"] = token
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return fastjson.dumps(doc)
 
 
 def rejected(code: str, message: str, token: str | None, now: float, state: dict[str, Any] | None = None) -> bytes:
@@ -120,7 +120,7 @@ def rejected(code: str, message: str, token: str | None, now: float, state: dict
         doc["clientToken"] = token
     if state is not None and code in ("InvalidStateTransition", "VersionMismatch"):
         doc["executionState"] = state
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return fastjson.dumps(doc)
 
 
 def rejection_for(error: ServiceError) -> tuple[str, dict[str, Any] | None]:

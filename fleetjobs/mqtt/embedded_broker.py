@@ -1,6 +1,7 @@
 """The zero-setup MQTT broker that runs inside ``fleetjobs serve``.
 
-It is amqtt 0.12.1 with three changes, all made by subclassing or by amqtt's own plugin interface:
+It is amqtt 0.12.1 with four changes, all made by subclassing, by wrapping the connection's reader, or by amqtt's own
+plugin interface:
 
 * **``$aws/...`` publishes are routed.** Stock amqtt answers any client publish to a topic starting with ``$``
   by logging ``[MQTT-4.7.2-1]`` and *leaving the client's message loop*, so the connection stays open but nothing
@@ -17,6 +18,12 @@ It is amqtt 0.12.1 with three changes, all made by subclassing or by amqtt's own
   lets a device identity publish, subscribe and receive only under ``$aws/things/<its CN>/`` and the service
   identity (``fleetjobs-service``) anywhere under ``$aws/``. This is the same rule as the Mosquitto ACL that
   ``fleetjobs broker-config mosquitto`` writes.
+* **Malformed topic names close the connection.** MQTT 3.1.1 requires it for a PUBLISH topic name that is empty
+  (§4.7.3), not well-formed UTF-8 or contains U+0000 (§1.5.3), or contains ``+`` / ``#`` (§3.3.2); amqtt instead
+  turns undecodable bytes into the text of their ``repr`` (``b'...'``) and routes that, accepts empty and NUL topics,
+  and answers wildcards by dropping the packet's header but not its payload, after which it parses payload bytes as
+  packets. :class:`_TopicCheckingReader` checks every PUBLISH's topic as it comes off the socket and ends the
+  connection before amqtt parses the packet.
 
 Without TLS (the default: plain TCP on 127.0.0.1) there is **no authentication and no ACL**: any local process can
 read and write every thing's topics. That mode is for loopback development only.
@@ -76,6 +83,114 @@ _LISTENER: Final = "default"
 # each connection in its own task, so a ContextVar cannot leak between connections); read by the _delete_session
 # guard, which amqtt calls with nothing but a client id.
 _CONNECTING_IDENTITY: ContextVar[str | None] = ContextVar("fleetjobs_connecting_identity", default=None)
+
+
+_PUBLISH: Final = 3  # MQTT control packet type
+
+
+class _MalformedPacket(ConnectionResetError):
+    """The client sent a packet MQTT says the server must answer by closing the connection.
+
+    A ``ConnectionResetError`` on purpose: amqtt's ``read_or_raise`` turns it into ``NoDataError``, so every reader of
+    the stream (the CONNECT parser, the message loop) takes its "the client went away" path and closes the
+    connection; any other exception could be caught as a bad packet and parsing resumed mid-packet.
+    """
+
+
+def publish_topic_problem(topic: bytes) -> str | None:
+    """Why ``topic`` (a PUBLISH topic name as sent) is not a valid MQTT 3.1.1 topic name, or None if it is."""
+    if not topic:
+        return "empty topic name [MQTT-4.7.3-1]"
+    try:
+        text = topic.decode("utf-8")  # strict: also refuses overlong forms and encoded surrogates
+    except UnicodeDecodeError:
+        return "topic name is not well-formed UTF-8 [MQTT-1.5.3-1]"
+    if "\x00" in text:
+        return "topic name contains U+0000 [MQTT-1.5.3-2]"
+    if "+" in text or "#" in text:
+        return "topic name contains a wildcard character [MQTT-3.3.2-2]"
+    return None
+
+
+class _TopicCheckingReader(ReaderAdapter):
+    """Wraps a connection's reader: hands amqtt each packet's bytes only after its PUBLISH topic name was checked.
+
+    It reads the fixed header and, for a PUBLISH, the topic name ahead of amqtt, then lets the rest of the packet
+    (packet id, payload) through as amqtt asks for it, so a large payload is streamed, not buffered. Doing it here,
+    below amqtt's parser, is what keeps a bad packet from being handled at all: amqtt decodes topic names lossily and
+    recovers from some errors by resuming the read in the middle of the packet, so nothing after the parser could
+    tell a malformed topic from a real one or get the stream back in step. A bad topic raises
+    :class:`_MalformedPacket` (the connection is closed, its will published as for any abnormal end).
+    """
+
+    def __init__(self, inner: ReaderAdapter, peer: str) -> None:
+        self._inner = inner
+        self._peer = peer
+        self._ready = bytearray()  # checked bytes of the current packet, not yet read by amqtt
+        self._unchecked = 0  # bytes of the current packet after those, which need no check
+
+    async def read(self, n: int = -1) -> bytes:
+        if n < 0:  # "until EOF": not used by amqtt's MQTT parser, which reads exact lengths
+            rest = bytes(self._ready) + await self._inner.read(-1)
+            self._ready.clear()
+            return rest
+        out = bytearray()
+        while len(out) < n:
+            if self._ready:
+                take = min(n - len(out), len(self._ready))
+                out += self._ready[:take]
+                del self._ready[:take]
+            elif self._unchecked:
+                take = min(n - len(out), self._unchecked)
+                out += await self._exactly(take)
+                self._unchecked -= take
+            else:
+                await self._next_packet()
+        return bytes(out)
+
+    async def _next_packet(self) -> None:
+        """Read the next packet's fixed header (and a PUBLISH's topic name) into ``_ready``; check the topic."""
+        head = bytearray(await self._exactly(1))
+        remaining, multiplier = 0, 1
+        for _ in range(4):
+            byte = (await self._exactly(1))[0]
+            head.append(byte)
+            remaining += (byte & 0x7F) * multiplier
+            multiplier *= 128
+            if not byte & 0x80:
+                break
+        else:
+            self._refuse("remaining length longer than four bytes [MQTT-2.2.3]")
+        if head[0] >> 4 != _PUBLISH:
+            self._ready += head
+            self._unchecked = remaining
+            return
+        if remaining < 2:
+            self._refuse("PUBLISH too short for a topic name")
+        length_bytes = await self._exactly(2)
+        length = int.from_bytes(length_bytes, "big")
+        if 2 + length > remaining:
+            self._refuse("topic name longer than the packet")
+        topic = await self._exactly(length) if length else b""
+        problem = publish_topic_problem(topic)
+        if problem is not None:
+            self._refuse(f"{problem}: {topic!r}")
+        self._ready += head + length_bytes + topic
+        self._unchecked = remaining - 2 - length
+
+    async def _exactly(self, n: int) -> bytes:
+        """``n`` bytes from the connection; a short read is the end of the stream, as amqtt's own reader reports it."""
+        data = await self._inner.read(n)
+        if len(data) < n:
+            raise asyncio.IncompleteReadError(data, n)
+        return data
+
+    def _refuse(self, reason: str) -> NoReturn:
+        logger.warning("closing MQTT connection from %s: %s", self._peer, reason)
+        raise _MalformedPacket(reason)
+
+    def feed_eof(self) -> None:
+        self._inner.feed_eof()
 
 
 class _SessionOwnedByAnother(Exception):
@@ -183,6 +298,12 @@ class _FleetjobsBroker(Broker):
         super().__init__(config)
         self._tls = tls
         self._service_identity = service_identity
+
+    async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        """Every connection (plain or TLS) reads through :class:`_TopicCheckingReader`, from its CONNECT on."""
+        peer = writer.get_peer_info()
+        where = f"{peer[0]}:{peer[1]}" if peer else "an unknown peer"
+        await super()._client_connected(listener_name, _TopicCheckingReader(reader, where), writer)
 
     @staticmethod
     def _create_ssl_context(listener: ListenerConfig) -> ssl.SSLContext:

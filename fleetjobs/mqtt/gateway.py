@@ -24,7 +24,7 @@ from fleetjobs.clock import Clock
 from fleetjobs.domain.errors import ServiceError, ServiceUnavailable
 from fleetjobs.mqtt import codec, notifications, topics
 from fleetjobs.service import events
-from fleetjobs.service.device_jobs import DeviceJobs
+from fleetjobs.service.device_jobs import DatabaseUnavailable, DeviceJobs, database_unreachable
 from fleetjobs.service.effects.device_batch import DeviceCall
 from fleetjobs.service.loops.notice_drain import NoticeDrain
 
@@ -32,6 +32,10 @@ log = logging.getLogger("fleetjobs.mqtt")
 
 # At most this many requests are applied in one transaction.
 MAX_BATCH = 500
+# While the database is unreachable, requests waiting for it are tried again after 0.25 s, then
+# twice as long each time, up to this.
+DB_RETRY_FIRST = 0.25
+DB_RETRY_MAX = 5.0
 
 
 def _token_of(payload: bytes) -> str | None:
@@ -50,6 +54,9 @@ class _Incoming:
     parsed: topics.Request | topics.InvalidTopic
     payload: bytes
 
+
+# A request waiting for the database: (its message and clientToken, its call).
+_Waiting = tuple[tuple[_Incoming, str | None], DeviceCall]
 
 # How long a publish may wait for the broker's PUBACK before it counts as not delivered.
 PUBLISH_TIMEOUT = 10.0
@@ -118,6 +125,7 @@ class MqttGateway:
         reconnect_delay: float = 1.0,
         shared_group: str | None = None,
         batch_workers: int = 1,
+        subscribe: bool = True,
     ) -> None:
         self.target = BrokerTarget.parse(url)
         self.device = device
@@ -128,6 +136,10 @@ class MqttGateway:
         # With a group, requests come through the bridge's copy, shared between the group's instances.
         self.shared_group = shared_group or None
         self.request_filter = shared_filter(shared_group) if shared_group else topics.REQUEST_FILTER
+        # A worker process beside the one that reads the requests only publishes (its notices, the
+        # answers' notifications of HTTPS requests it handled): without a shared group two readers
+        # would each answer every request.
+        self.subscribe = subscribe
         self._client: aiomqtt.Client | None = None
         # Requests wait here for a batch worker; a thing always goes to the same worker (its order).
         # One worker is the default: measured on PostgreSQL, one worker's batches (everything that
@@ -148,14 +160,15 @@ class MqttGateway:
             try:
                 async with self._connect() as client:
                     self._client = client
-                    await client.subscribe(self.request_filter, qos=1)
+                    if self.subscribe:
+                        await client.subscribe(self.request_filter, qos=1)
                     self.connected.set()
                     log.info(
-                        "MQTT gateway connected to %s:%s as %s, subscribed to %s",
+                        "MQTT gateway connected to %s:%s as %s, %s",
                         self.target.host,
                         self.target.port,
                         self.client_id,
-                        self.request_filter,
+                        f"subscribed to {self.request_filter}" if self.subscribe else "publishing only",
                     )
                     async for message in client.messages:
                         self._receive(client, message)
@@ -178,7 +191,7 @@ class MqttGateway:
             self.target.host,
             self.target.port,
             identifier=self.client_id,
-            clean_session=self.shared_group is not None,
+            clean_session=self.shared_group is not None or not self.subscribe,
             tls_context=tls_context,
             keepalive=30,
             # Without it every publish waits on a delayed TCP acknowledgement (~40 ms each).
@@ -275,19 +288,56 @@ class MqttGateway:
             key = codec.request_key(item.topic, item.payload) if op in CHANGING and token is not None else None
             calls.append(DeviceCall(op, req, key))
             callers.append((item, token))
-        if calls:
-            try:
-                outcomes = await self.device.handle_batch(calls, admitted=True)
-            except Exception:
-                log.exception("internal error handling %d requests", len(calls))
-                outcomes = [ServiceUnavailable("Internal error") for _ in calls]
-            now = self.clock.now()
-            for (item, token), outcome in zip(callers, outcomes, strict=True):
-                if isinstance(outcome, ServiceError):
-                    code, state = codec.rejection_for(outcome)
-                    answers.append((item, "rejected", codec.rejected(code, outcome.message, token, now, state)))
-                else:
-                    answers.append((item, "accepted", codec.accepted(outcome, token, now)))
+        waiting = await self._apply(calls, callers, answers) if calls else []
+        await self._answer(answers)
+        delay = DB_RETRY_FIRST
+        while waiting:
+            # The database is unreachable: these requests stay unanswered and unacknowledged (the
+            # broker keeps them, and delivers no more than its in-flight window meanwhile) and are
+            # applied, in their order, once it is back.  The worker waits with them, so a thing's
+            # later requests cannot overtake them.
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, DB_RETRY_MAX)
+            gone = [w for w in waiting if w[0][0].client is not self._client]
+            if gone:
+                # Their connection is gone, and with it the chance to acknowledge them: the broker
+                # delivers them again (on the new connection of a persistent session).
+                log.info("%d requests waiting for the database were left to the broker", len(gone))
+                waiting = [w for w in waiting if w[0][0].client is self._client]
+            if not waiting:
+                break
+            answers = []
+            waiting = await self._apply([c for _, c in waiting], [w for w, _ in waiting], answers)
+            await self._answer(answers)
+            if not waiting:
+                log.info("the database is back: the requests that waited for it are answered")
+
+    async def _apply(
+        self,
+        calls: list[DeviceCall],
+        callers: list[tuple[_Incoming, str | None]],
+        answers: list[tuple[_Incoming, str, bytes]],
+    ) -> list[_Waiting]:
+        """Apply the calls, add their answers to ``answers``; return those that wait for the database."""
+        try:
+            outcomes = await self.device.handle_batch(calls, admitted=True)
+        except Exception:
+            log.exception("internal error handling %d requests", len(calls))
+            outcomes = [ServiceUnavailable("Internal error") for _ in calls]
+        now = self.clock.now()
+        waiting: list[_Waiting] = []
+        for (item, token), call, outcome in zip(callers, calls, outcomes, strict=True):
+            if isinstance(outcome, DatabaseUnavailable):
+                waiting.append(((item, token), call))
+            elif isinstance(outcome, ServiceError):
+                code, state = codec.rejection_for(outcome)
+                answers.append((item, "rejected", codec.rejected(code, outcome.message, token, now, state)))
+            else:
+                answers.append((item, "accepted", codec.accepted(outcome, token, now)))
+        return waiting
+
+    async def _answer(self, answers: list[tuple[_Incoming, str, bytes]]) -> None:
+        """Publish the answers; acknowledge each request whose answer the broker took."""
         if log.isEnabledFor(logging.DEBUG):
             for item, _, _ in answers:
                 log.debug("handled request %s (gateway %s)", item.topic, self.client_id)
@@ -316,10 +366,12 @@ class MqttGateway:
 
     async def run_notices(self, drain: NoticeDrain, poll: float = 0.5) -> None:
         """Work through the durable notices (this instance's and, after their lease, dead ones')."""
+        unreachable = 0  # failed polls in a row because the database is unreachable
         while True:
             try:
                 await self.connected.wait()
                 batch = await drain.take()
+                unreachable = 0
                 if batch is None:
                     self._notices_waiting.clear()
                     with contextlib.suppress(TimeoutError):
@@ -340,13 +392,22 @@ class MqttGateway:
                 await drain.done(batch)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("publishing pending-list notices failed; will retry")
-                await asyncio.sleep(poll)
+            except Exception as e:
+                if not database_unreachable(e):
+                    log.exception("publishing pending-list notices failed; will retry")
+                    await asyncio.sleep(poll)
+                    continue
+                # The notices are in the database: they wait for it, polled with backoff, one line
+                # in the log per outage rather than a traceback per poll.
+                if not unreachable:
+                    log.warning("the database is unreachable (%r); notices wait for it", e)
+                await asyncio.sleep(min(DB_RETRY_MAX, DB_RETRY_FIRST * 2**unreachable))
+                unreachable += 1
 
     async def _publish_change(self, change: events.PendingChanged, *, strict: bool = False) -> None:
         """``strict``: raise when the broker did not take a message (the drain keeps the notice);
-        otherwise (a device request's own change, already answered) log it."""
+        otherwise (a device request's own change, already answered) the change becomes a durable
+        notice, published once a connection is up (by any worker or instance)."""
         now = self.clock.now()
         thing = change.thing_name
         try:
@@ -364,7 +425,11 @@ class MqttGateway:
         except aiomqtt.MqttError as e:
             if strict:
                 raise
-            log.warning("could not notify %s: %s", thing, e)
+            log.warning("could not notify %s now (%s); it is announced once the broker takes it", thing, e)
+            try:
+                await self.device.announce_later(thing, change.notify_next)
+            except Exception:
+                log.exception("could not keep the notification of %s for later", thing)
 
     async def close(self) -> None:
         for task in [*self._workers, *self._tasks]:

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from fleetjobs.domain import fastjson
 
 MAX_LISTED = 10
 
@@ -18,11 +19,11 @@ def notify_payload(listing: dict[str, Any], now: float) -> bytes:
         jobs["IN_PROGRESS"] = in_progress
     if queued:
         jobs["QUEUED"] = queued
-    return json.dumps({"timestamp": int(now), "jobs": jobs}, separators=(",", ":")).encode()
+    return fastjson.dumps({"timestamp": int(now), "jobs": jobs})
 
 
 def notify_next_payload(execution: dict[str, Any] | None, now: float) -> bytes:
     doc: dict[str, Any] = {"timestamp": int(now)}
     if execution is not None:
         doc["execution"] = execution
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return fastjson.dumps(doc)

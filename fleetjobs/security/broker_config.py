@@ -2,10 +2,14 @@
 
 What it writes into one directory (default ``DATA_DIR/mosquitto``):
 
-* ``mosquitto.conf``: one TLS listener that requires a client certificate from the fleetjobs CA and
-  uses the certificate's CN as the MQTT username (``use_identity_as_username``), no anonymous
-  clients, persistence (so QoS 1 messages queued for persistent sessions, such as device requests
-  waiting for fleetjobs, survive a broker restart), and the ACL below;
+* ``mosquitto.conf``: one TLS listener that requires a client certificate from the fleetjobs CA,
+  no anonymous clients, persistence (so QoS 1 messages queued for persistent sessions, such as
+  device requests waiting for fleetjobs, survive a broker restart), the ACL below, and
+* ``fleetjobs_client_ids.so``: a plugin compiled here (``fleetjobs.security.mosquitto_plugin``) that
+  makes the certificate's CN the MQTT username and refuses a CONNECT whose client id is not the
+  device's own thing name, or that uses fleetjobs' reserved ``fleetjobs-...`` ids. Mosquitto's own
+  ``use_identity_as_username`` skips every connect-time hook, so with it a device could connect with
+  another thing's (or the gateway's) client id and take over that session; see that module;
 * ``acl``: a thing may publish and subscribe only under ``$aws/things/<its own name>/``; the
   ``fleetjobs-service`` identity may use all of ``$aws/#`` (requests, responses, notifications,
   events), ``fleetjobs/#`` (between fleetjobs instances, e.g. the bridged requests below; devices cannot
@@ -45,6 +49,7 @@ from fleetjobs.security.certs import (
     certs_dir,
     write_atomic,
 )
+from fleetjobs.security.mosquitto_plugin import PLUGIN_NAME, RESERVED_PREFIX, PluginBuildError, build_plugin
 
 CONF_NAME = "mosquitto.conf"
 ACL_NAME = "acl"
@@ -80,11 +85,12 @@ def render_acl() -> str:
     """The Mosquitto ACL: things confined to their own topics, fleetjobs allowed every thing's."""
     return f"""\
 # Mosquitto ACL written by 'fleetjobs broker-config mosquitto'.
-# Usernames are client-certificate CNs (use_identity_as_username): a thing's name, or
-# {SERVICE_IDENTITY} for fleetjobs itself. Anything not granted here is denied. Mosquitto 2.0
-# applies these rules to every publish (write: a denied one is dropped; MQTT 5 clients get PUBACK
-# 0x87) and to every delivery, retained messages included (read: a message on a topic a client may
-# not read never reaches it, whatever filter it subscribed with). It acknowledges every SUBSCRIBE:
+# Usernames are client-certificate CNs (set by the {PLUGIN_NAME} plugin, whatever
+# username the client sent): a thing's name, or {SERVICE_IDENTITY} for fleetjobs itself. Anything
+# not granted here is denied. Mosquitto 2.0 applies these rules to every publish (write: a denied
+# one is dropped; MQTT 5 clients get PUBACK 0x87) and to every delivery, retained messages included
+# (read: a message on a topic a client may not read never reaches it, whatever filter it subscribed
+# with). It acknowledges every SUBSCRIBE:
 # a subscription to another thing's topics is granted but never delivers anything.
 
 # Every client: its own thing's topics only (%u = its username = its certificate CN).
@@ -113,8 +119,7 @@ def render_mosquitto_conf(directory: Path, port: int, user: str, bind: str | Non
 user {user}
 per_listener_settings false
 
-# Mutual TLS: a client must present a certificate issued by the fleetjobs CA; its subject CN
-# (a thing name, or {SERVICE_IDENTITY}) becomes its MQTT username, whatever username it sends.
+# Mutual TLS: a client must present a certificate issued by the fleetjobs CA.
 {listener}
 protocol mqtt
 cafile {d / CA_CERT}
@@ -122,9 +127,18 @@ certfile {d / (SERVER_NAME + ".pem")}
 keyfile {d / (SERVER_NAME + ".key")}
 tls_version tlsv1.2
 require_certificate true
-use_identity_as_username true
 allow_anonymous false
 acl_file {d / ACL_NAME}
+
+# Identity and client ids, checked on every CONNECT before Mosquitto looks the client id up (so a
+# refused client never disconnects, takes over or wipes anyone's session): the certificate's CN (a
+# thing name, or {SERVICE_IDENTITY}) becomes the MQTT username, whatever username the client sends;
+# a device must connect with its own thing name as client id; ids starting with {RESERVED_PREFIX} are
+# fleetjobs' own ({SERVICE_IDENTITY} only). Do not replace this with use_identity_as_username: with
+# it Mosquitto 2.0 calls no plugin at connect time and any client id is accepted.
+plugin {d / PLUGIN_NAME}
+plugin_opt_service_identity {SERVICE_IDENTITY}
+plugin_opt_reserved_prefix {RESERVED_PREFIX}
 
 # Persistent sessions (clean session false / session expiry) and their queued QoS 1 messages are
 # kept in {d / DATA_NAME}: saved on shutdown and every 30 s, restored on start, so device requests
@@ -232,6 +246,11 @@ def write_mosquitto_config(
             f"{pwd.getpwuid(euid).pw_name} and run mosquitto as that user"
         )
 
+    try:
+        plugin = build_plugin()  # before anything is written: no compiler, no configuration
+    except PluginBuildError as exc:
+        raise BrokerConfigError(str(exc)) from None
+
     directory = (Path(out_dir) if out_dir else mosquitto_dir(data_dir)).absolute()
     data = directory / DATA_NAME
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -242,6 +261,8 @@ def write_mosquitto_config(
     for name, (path, mode, _) in sources.items():
         write_atomic(directory / name, path.read_bytes(), mode)
         written.append(directory / name)
+    write_atomic(directory / PLUGIN_NAME, plugin, 0o644)
+    written.append(directory / PLUGIN_NAME)
     acl_path, conf_path = directory / ACL_NAME, directory / CONF_NAME
     write_atomic(acl_path, render_acl().encode(), 0o644)
     conf = render_mosquitto_conf(directory, int(port), user, bind)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any, cast
 
+from sqlalchemy import exc as sa_exc
+
 from fleetjobs.artifacts import ArtifactStore
 from fleetjobs.domain.errors import ServiceError, ServiceUnavailable
 from fleetjobs.model import shapes_iot_jobs_data as shapes
@@ -28,9 +30,53 @@ from fleetjobs.service.effects.device_batch import (
     changes,
 )
 from fleetjobs.service.effects.device_views import DeviceViews
+from fleetjobs.service.effects.notices import notice_things
 from fleetjobs.service.throttle import ThingThrottle
 
 log = logging.getLogger("fleetjobs.device")
+
+# SQLSTATEs that mean "the database cannot be reached or will not take work now", not "this request
+# is wrong": connection exceptions, operator intervention (shutdown, restart, "cannot connect now"),
+# too many connections.
+_UNREACHABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+# SQLite's transient "busy beyond busy_timeout" and the file being out of reach.
+_SQLITE_UNREACHABLE = ("database is locked", "unable to open database file")
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database could not be reached for this request: nothing was changed by it.
+
+    HTTPS answers it as the model's ServiceUnavailableException (503), which AWS SDKs retry; the
+    MQTT gateway does not answer it at all: it keeps the request unacknowledged and applies it once
+    the database is back (:class:`fleetjobs.mqtt.gateway.MqttGateway`), so no device hears an
+    InternalError for an outage."""
+
+    def __init__(self) -> None:
+        super().__init__("The service cannot reach its database right now; retry.")
+
+
+def database_unreachable(error: BaseException) -> bool:
+    """Is ``error`` (or what caused it) a failure to reach the database rather than a fault of the
+    request?  asyncpg raises connect-time failures as they are (an OSError, or a PostgreSQL error
+    such as 55000 "database ... is not currently accepting connections"); SQLAlchemy wraps the
+    loss of an open connection (``connection_invalidated``)."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError | sa_exc.TimeoutError | sa_exc.DisconnectionError):
+            return True
+        if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
+            return True
+        state = str(getattr(e, "sqlstate", None) or "")
+        if state.startswith(_UNREACHABLE_SQLSTATES):
+            return True
+        if state == "55000" and "accepting connections" in str(e):
+            return True
+        if isinstance(e, sa_exc.OperationalError) and any(m in str(e.orig) for m in _SQLITE_UNREACHABLE):
+            return True
+        e = getattr(e, "orig", None) or e.__cause__ or e.__context__
+    return False
 
 
 class DeviceJobs:
@@ -80,8 +126,10 @@ class DeviceJobs:
 
         ``admitted``: the caller has already charged each to its thing's rate (:meth:`admit`).
         Requests of one thing are applied in their order.  If the batch's transaction fails for a
-        reason that is not one request's error (a database failure), each request is tried alone,
-        so only the requests that fail alone fail."""
+        reason that is not one request's error, each request is tried alone, so only the requests
+        that fail alone fail.  If the database cannot be reached, every request not yet applied gets
+        ``DatabaseUnavailable`` (none is tried alone: each would fail the same way), and the caller
+        may hand exactly those back later."""
         outcomes: list[Outcome | None] = [None] * len(calls)
         ready: list[int] = []
         for i, call in enumerate(calls):
@@ -95,12 +143,23 @@ class DeviceJobs:
             part = [calls[i] for i in ready]
             try:
                 result = await self._apply(part)
-            except Exception:
+            except Exception as e:
+                if database_unreachable(e):
+                    log.warning("the database is unreachable (%r); %d device requests wait", e, len(part))
+                    for i in ready:
+                        outcomes[i] = DatabaseUnavailable()
+                    break
                 if len(part) == 1:
                     raise
                 log.warning("a batch of %d device requests failed; applying them one by one", len(part), exc_info=True)
                 for i in ready:
-                    outcomes[i] = await self._apply_alone(calls[i])
+                    outcome = await self._apply_alone(calls[i])
+                    if isinstance(outcome, DatabaseUnavailable):
+                        # Gone meanwhile: the rest would fail alike, and must wait in order.
+                        for j in ready[ready.index(i) :]:
+                            outcomes[j] = outcome
+                        break
+                    outcomes[i] = outcome
                 break
             for i, outcome in zip(ready, result.outcomes, strict=True):
                 if outcome is not None:
@@ -120,8 +179,17 @@ class DeviceJobs:
         """One request in its own transaction; a failure of its own is its answer (InternalError)."""
         try:
             outcome: Outcome | None = (await self._apply([call])).outcomes[0]
-        except Exception:
+        except Exception as e:
+            if database_unreachable(e):
+                return DatabaseUnavailable()
             log.exception("device request %s of %s failed", call.operation, call.req.get("thingName"))
             return ServiceUnavailable("Internal error")
         assert outcome is not None  # a lone request is never deferred: nothing comes after it
         return outcome
+
+    async def announce_later(self, thing_name: str, notify_next: bool) -> None:
+        """A device request's change whose notification the broker did not take (not connected,
+        no PUBACK): it becomes a durable notice, which the notice drain of this or any instance
+        publishes once a broker connection is up, so the thing is still told."""
+        async with self.ctx.db.write() as conn:
+            await notice_things(conn, [thing_name], self.ctx.clock.now(), next_always=notify_next)

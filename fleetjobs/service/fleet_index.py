@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
+from fleetjobs.domain import tagging
 from fleetjobs.domain.errors import InvalidRequest, ResourceAlreadyExists, ResourceNotFound, VersionConflict
 from fleetjobs.domain.indexing import (
     GROUPS_INDEX,
@@ -156,6 +157,7 @@ class FleetIndex:
         index, version = check_dynamic_group_query(req.get("indexName"), req.get("queryVersion"))
         query = parsed_query(query_string)  # InvalidQueryException before anything else
         props = normalize_group_properties(req.get("thingGroupProperties"))
+        tags = tagging.checked_tags(req.get("tags"))
 
         async def attempt() -> dict[str, Any]:
             async with self.ctx.db.write() as conn:
@@ -188,7 +190,7 @@ class FleetIndex:
                         properties=props,
                         version=1,
                         created_at=now,
-                        tags=req.get("tags") or [],
+                        tags=tags,
                         query_string=query_string,
                         index_name=index,
                         query_version=version,

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fleetjobs.domain import tagging
 from fleetjobs.domain.arns import parse_arn
 from fleetjobs.domain.errors import InvalidRequest, ResourceAlreadyExists, ResourceNotFound, VersionConflict
 from fleetjobs.domain.registry import MAX_HIERARCHY_DEPTH, merged_group_properties, normalize_group_properties
@@ -50,6 +51,7 @@ class ThingGroups:
         name: str = req["thingGroupName"]
         parent_name: str | None = req.get("parentGroupName")
         props = normalize_group_properties(req.get("thingGroupProperties"))
+        tags = tagging.checked_tags(req.get("tags"))
 
         async def attempt() -> dict[str, Any]:
             async with self.ctx.db.write() as conn:
@@ -85,7 +87,7 @@ class ThingGroups:
                         properties=props,
                         version=1,
                         created_at=self.ctx.clock.now(),
-                        tags=req.get("tags") or [],
+                        tags=tags,
                     )
                 )
                 return self._created(name, group_id)

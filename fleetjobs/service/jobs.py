@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fleetjobs.artifacts import ArtifactStore
-from fleetjobs.domain import job_config, job_status
+from fleetjobs.domain import job_config, job_status, tagging
 from fleetjobs.domain.cron import upcoming_starts
 from fleetjobs.domain.errors import InvalidRequest, LimitExceeded, ResourceAlreadyExists, ResourceNotFound
 from fleetjobs.domain.execution_state import COUNTER_FIELD
@@ -66,6 +66,7 @@ class Jobs:
     async def create_job(self, req: shapes.CreateJobRequest) -> dict[str, Any]:
         now = self.ctx.clock.now()
         job_id = req["jobId"]
+        tags = tagging.checked_tags(req.get("tags"))
         async with self.ctx.db.write() as conn:
             merged: dict[str, Any] = dict(req)
             template_arn = req.get("jobTemplateArn")
@@ -103,7 +104,7 @@ class Jobs:
                         namespace_id=merged.get("namespaceId"),
                         job_template_arn=template_arn,
                         config=config,
-                        tags=merged.get("tags") or [],
+                        tags=tags,  # the request's own: a template's tags are not inherited
                         force_canceled=False,
                         processing_targets=merged["targets"] if staged else None,
                         created_at=now,

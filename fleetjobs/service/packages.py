@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from fleetjobs.domain import tagging
 from fleetjobs.domain.errors import Conflict, ResourceNotFound, ServiceError
 from fleetjobs.model import shapes_iot as shapes
 from fleetjobs.service.context import ServiceContext
@@ -39,10 +40,6 @@ MAX_ATTRIBUTES_BYTES = 3072
 
 class Validation(ServiceError):
     code = "ValidationException"
-
-
-def _tags(tags: dict[str, str] | None) -> list[dict[str, str]]:
-    return [{"Key": k, "Value": v} for k, v in (tags or {}).items()]
 
 
 def _check_attributes(attributes: dict[str, str]) -> None:
@@ -69,6 +66,7 @@ class Packages:
 
     async def create_package(self, req: shapes.CreatePackageRequest) -> dict[str, Any]:
         name = req["packageName"]
+        tags = tagging.tags_from_map(req.get("tags"))
         now = self.ctx.clock.now()
         try:
             async with self.ctx.db.write() as conn:
@@ -79,7 +77,7 @@ class Packages:
                         package_name=name,
                         description=req.get("description"),
                         default_version_name=None,
-                        tags=_tags(req.get("tags")),
+                        tags=tags,
                         created_at=now,
                         last_modified_at=now,
                     )
@@ -184,6 +182,7 @@ class Packages:
         name, version = req["packageName"], req["versionName"]
         attributes = req.get("attributes") or {}
         _check_attributes(attributes)
+        tags = tagging.tags_from_map(req.get("tags"))
         now = self.ctx.clock.now()
 
         async def attempt() -> None:
@@ -210,7 +209,7 @@ class Packages:
                         sbom=None,
                         status=DRAFT,
                         error_reason=None,
-                        tags=_tags(req.get("tags")),
+                        tags=tags,
                         created_at=now,
                         last_modified_at=now,
                     )

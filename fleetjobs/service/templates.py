@@ -15,7 +15,7 @@ from sqlalchemy import and_, delete, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fleetjobs.domain import job_config, managed_templates
+from fleetjobs.domain import job_config, managed_templates, tagging
 from fleetjobs.domain.arns import parse_arn
 from fleetjobs.domain.errors import Conflict, InvalidRequest, ResourceNotFound
 from fleetjobs.model import shapes_iot as shapes
@@ -33,6 +33,7 @@ class JobTemplates:
 
     async def create_job_template(self, req: shapes.CreateJobTemplateRequest) -> dict[str, Any]:
         job_config.validate_template_request(req)
+        tags = tagging.checked_tags(req.get("tags"))
         template_id = req["jobTemplateId"]
         now = self.ctx.clock.now()
         async with self.ctx.db.write() as conn:
@@ -53,7 +54,7 @@ class JobTemplates:
                         document=content.get("document"),
                         document_source=content.get("documentSource"),
                         config={m: content[m] for m in TEMPLATE_CONFIG_MEMBERS if content.get(m) is not None},
-                        tags=req.get("tags") or [],
+                        tags=tags,
                         created_at=now,
                     )
                 )

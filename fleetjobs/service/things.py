@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import delete, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fleetjobs.domain import tagging
 from fleetjobs.domain.errors import InvalidRequest, ResourceAlreadyExists, ResourceNotFound, VersionConflict
 from fleetjobs.domain.registry import (
     apply_attribute_payload,
@@ -211,6 +212,7 @@ class Things:
         name: str = req["thingTypeName"]
         props = normalize_type_properties(req.get("thingTypeProperties"))
         check_searchable_attributes(props)
+        tags = tagging.checked_tags(req.get("tags"))
 
         async def attempt() -> dict[str, Any]:
             async with self.ctx.db.write() as conn:
@@ -232,7 +234,7 @@ class Things:
                         deprecated=False,
                         deprecation_date=None,
                         created_at=self.ctx.clock.now(),
-                        tags=req.get("tags") or [],
+                        tags=tags,
                     )
                 )
                 return self._type_created(name, type_id)

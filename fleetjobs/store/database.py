@@ -4,15 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 _EVENTS = "fleetjobs_events"
+# /_fleetjobs/health may be polled by every load balancer there is: one real check a second at most,
+# and none may hang the poller.
+HEALTH_TTL_SECONDS = 1.0
+HEALTH_TIMEOUT_SECONDS = 5.0
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be opened or written: said in one line at start, not as a traceback."""
+
+
+def _first_line(error: BaseException) -> str:
+    """The driver's own words (``attempt to write a readonly database``), without SQLAlchemy's SQL echo."""
+    orig = getattr(error, "orig", None) or error
+    text_ = str(orig).strip() or type(orig).__name__
+    # SQLAlchemy's asyncpg adapter prefixes the driver's class: "<class 'asyncpg...Error'>: ..."
+    return re.sub(r"^<class '[^']*'>: ", "", text_.splitlines()[0])
 
 
 def record_event(conn: AsyncConnection, event: Any) -> None:
@@ -52,6 +71,13 @@ class Database:
             self.engine = create_async_engine(self.url, pool_size=pool_size, max_overflow=10, pool_recycle=1800)
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         self.on_events: Callable[[list[Any]], None] | None = None
+        self._health_lock = asyncio.Lock()
+        self._health: tuple[float, str | None] | None = None  # (monotonic time checked, problem)
+
+    def describe(self) -> str:
+        """Which database, for an operator: the SQLite file, or the URL without its password."""
+        u = make_url(self.url)
+        return str(u.database) if self.is_sqlite else u.render_as_string(hide_password=True)
 
     @property
     def is_sqlite(self) -> bool:
@@ -102,6 +128,21 @@ class Database:
                 yield conn
 
     async def migrate(self) -> None:
+        """Bring the schema to head, then make sure the database takes writes.
+
+        A server that cannot write must not start: it would answer reads and fail every write.
+        Any database failure here (cannot open or create the file, read-only, refused) is raised
+        as ``DatabaseUnavailable`` with the driver's one-line reason.
+        """
+        try:
+            await self._upgrade()
+            problem = await self._probe()
+        except (DBAPIError, OSError, TimeoutError) as e:
+            raise DatabaseUnavailable(f"cannot use the database {self.describe()}: {_first_line(e)}") from None
+        if problem is not None:
+            raise DatabaseUnavailable(f"cannot write the database {self.describe()}: {problem}")
+
+    async def _upgrade(self) -> None:
         from fleetjobs.store.migrate import upgrade
 
         async with self.engine.connect() as conn:
@@ -114,8 +155,54 @@ class Database:
                 await conn.commit()
             finally:
                 if self.dialect == "postgresql":
+                    await conn.rollback()  # a failed migration leaves the transaction aborted
                     await conn.execute(text("SELECT pg_advisory_unlock(7212026)"))
                     await conn.commit()
+
+    async def health(self) -> str | None:
+        """None while the database answers a query and takes writes, else why not.
+
+        Checked at most once every ``HEALTH_TTL_SECONDS`` (concurrent callers share one check) and
+        never for longer than ``HEALTH_TIMEOUT_SECONDS``.
+        """
+        async with self._health_lock:
+            if self._health is not None and time.monotonic() - self._health[0] < HEALTH_TTL_SECONDS:
+                return self._health[1]
+            problem: str | None
+            try:
+                problem = await asyncio.wait_for(self._probe(), HEALTH_TIMEOUT_SECONDS)
+            except TimeoutError:
+                problem = f"the database did not answer within {HEALTH_TIMEOUT_SECONDS:g} s"
+            except (DBAPIError, OSError) as e:
+                problem = _first_line(e)
+            self._health = (time.monotonic(), problem)
+            return problem
+
+    async def _probe(self) -> str | None:
+        """One cheap round trip that also shows whether a write would be accepted, leaving no data.
+
+        PostgreSQL says so itself (``transaction_read_only`` is on for a read-only database or a
+        standby).  SQLite only finds out on a write: a write transaction that deletes nothing and
+        rolls back.  While a writer holds SQLite's write lock, that writer is the proof; a read
+        shows the file still answers.
+        """
+        if self._write_lock is None:
+            async with self.engine.connect() as conn:
+                read_only = (await conn.execute(text("SHOW transaction_read_only"))).scalar()
+            return "the database is read-only (transaction_read_only is on)" if read_only == "on" else None
+        if self._write_lock.locked():
+            async with self.read() as conn:
+                await conn.execute(text("SELECT 1"))
+            return None
+        try:
+            async with self._write_lock, self.engine.connect() as conn:
+                await conn.execution_options(fleetjobs_write=True)
+                async with conn.begin() as tx:
+                    await conn.execute(text("DELETE FROM alembic_version WHERE 0"))
+                    await tx.rollback()
+        except DBAPIError as e:
+            return _first_line(e)
+        return None
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -13,7 +13,9 @@ or a completed job from that outcome, which only the write phase computes; its l
 the batch are therefore *deferred* (returned to the caller, to be applied in a following batch, in
 order), so every request sees exactly what it would have seen alone.  Errors of one request
 (``ServiceError``) are its answer and change nothing; any other failure aborts the transaction and
-the caller replays the batch one request at a time.
+the caller replays the batch one request at a time.  A job document that cannot be built for
+delivery (``DocumentUnavailable``) is such an error of the one request that needed it; a notify-next
+that needs it becomes a durable notice, retried by the drain.
 """
 
 from __future__ import annotations
@@ -43,8 +45,15 @@ from fleetjobs.domain.execution_state import (
     device_transition_allowed,
 )
 from fleetjobs.domain.timers import deadlines_after
-from fleetjobs.service.effects.device_views import DeviceViews, jobs_for_delivery, latest_execution, pending_rows
+from fleetjobs.service.effects.device_views import (
+    DeviceViews,
+    DocumentUnavailable,
+    jobs_for_delivery,
+    latest_execution,
+    pending_rows,
+)
 from fleetjobs.service.effects.execution_moves import adjust_counters, complete_finished_jobs
+from fleetjobs.service.effects.notices import notice_things
 from fleetjobs.service.effects.outcomes import after_outcomes, after_success
 from fleetjobs.service.events import ExecutionEvent, PendingChanged
 from fleetjobs.store.database import record_event
@@ -214,9 +223,10 @@ class _Batch:
         if head is None:
             return {}
         job = await self.job(head.job_id)
+        document = self.views.deliver(job)  # first: a document that cannot be built changes nothing
         if head.status == QUEUED:
             self.transition(head, IN_PROGRESS, req.get("statusDetails"), req.get("stepTimeoutInMinutes"), job)
-        result = {"execution": self.views.execution(head, self.views.deliver(job))}
+        result = {"execution": self.views.execution(head, document)}
         self.remember(call.request_key, result, head)
         return result
 
@@ -268,12 +278,14 @@ class _Batch:
                 executionState=self.views.state(row),
             )
         job = await self.job(row.job_id)
+        # Built before the change: if it cannot be, the update is refused whole, not half-answered.
+        document = self.views.deliver(job) if req.get("includeJobDocument") and job.document is not None else None
         self.transition(row, status, req.get("statusDetails"), step, job)
         result: dict[str, Any] = {}
         if req.get("includeJobExecutionState"):
             result["executionState"] = self.views.state(row)
-        if req.get("includeJobDocument") and job.document is not None:
-            result["jobDocument"] = self.views.deliver(job)
+        if document is not None:
+            result["jobDocument"] = document
         self.remember(call.request_key, result, row)
         return result
 
@@ -379,7 +391,15 @@ class _Batch:
             execution = None
             if notify_next and head is not None:
                 job = await self.job(head.job_id)
-                execution = self.views.execution(head, self.views.deliver(job))
+                try:
+                    execution = self.views.execution(head, self.views.deliver(job))
+                except DocumentUnavailable:
+                    # The change itself stands (the device's request succeeded); its notify-next
+                    # waits for the document, as a durable notice the drain retries with backoff.
+                    await notice_things(self.conn, [thing], self.now, job_id=head.job_id, next_always=True)
+                    notify_next = False
+                    if not notify:
+                        continue
             listing = self.views.listing(after)
             record_event(self.conn, PendingChanged(thing, listing, execution, notify, notify_next))
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from fleetjobs.artifacts import ArtifactStore
 from fleetjobs.clock import Clock
 from fleetjobs.domain import pending
-from fleetjobs.domain.errors import ResourceNotFound
+from fleetjobs.domain.errors import ResourceNotFound, ServiceUnavailable
 from fleetjobs.domain.execution_state import IN_PROGRESS, PENDING, QUEUED
 from fleetjobs.domain.timers import seconds_before_timeout
 from fleetjobs.service.effects.job_documents import delivery_document
@@ -78,6 +78,20 @@ async def jobs_for_delivery(conn: AsyncConnection, job_ids: Sequence[str]) -> di
     return {j.job_id: j for j in as_job_deliveries(await conn.execute(q))}
 
 
+class DocumentUnavailable(ServiceUnavailable):
+    """A job's document cannot be built for delivery right now (its presigned URLs cannot be
+    signed: the artifact store fails).  The request that needed it is answered
+    ServiceUnavailableException (HTTPS 503; MQTT ``InternalError``, the Jobs MQTT API's code for a
+    server-side failure), changes nothing and may be retried; nothing else is held back."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            f"The job document of job {job_id} cannot be delivered right now (its presigned URLs cannot be "
+            "signed); retry later."
+        )
+        self.job_id = job_id
+
+
 class DeviceViews:
     """Answers' shapes, with the clock (``approximateSecondsBeforeTimedOut``) and the artifact
     store (presigned URLs are signed at delivery) they depend on."""
@@ -87,8 +101,17 @@ class DeviceViews:
         self.store = store
 
     def deliver(self, job: JobDeliveryRow) -> str | None:
-        """The document as a device gets it: presigned URLs signed now, for this delivery."""
-        return delivery_document(job.document, job.config, self.store)
+        """The document as a device gets it: presigned URLs signed now, for this delivery.
+
+        Raises ``DocumentUnavailable`` (a ServiceError: the answer of the one request that needed
+        this document) if it cannot be built now, e.g. the artifact store fails.  Any other
+        exception would abort the whole batch's transaction, and so fail the other things'
+        requests and the thing's requests about its other jobs along with it."""
+        try:
+            return delivery_document(job.document, job.config, self.store)
+        except Exception as e:
+            log.warning("cannot build the document of job %s for delivery: %r", job.job_id, e)
+            raise DocumentUnavailable(job.job_id) from e
 
     def execution(self, row: ExecutionRow, document: str | None) -> dict[str, Any]:
         return compact(
@@ -136,9 +159,13 @@ class DeviceViews:
             "queuedJobs": [self.summary(r) for r in ordered if r.status == QUEUED],
         }
 
-    async def pending_views(self, conn: AsyncConnection, things: list[str]) -> dict[str, PendingChanged]:
+    async def pending_views(
+        self, conn: AsyncConnection, things: list[str]
+    ) -> tuple[dict[str, PendingChanged], dict[str, str]]:
         """Each thing's listing and ``$next`` execution (with its document), in two queries per
-        500 things: what the notification drain publishes."""
+        500 things: what the notification drain publishes.  Also the things whose ``$next``
+        document cannot be built now (and that job): their view has the listing but no execution (notify only),
+        and the drain tries their notify-next again later."""
         by_thing = await pending_rows(conn, things)
         heads: dict[str, ExecutionRow | None] = {t: pending.head(rows) for t, rows in by_thing.items()}
         job_ids = sorted({h.job_id for h in heads.values() if h is not None})
@@ -147,17 +174,17 @@ class DeviceViews:
         for job in (await jobs_for_delivery(conn, job_ids)).values():
             try:
                 documents[job.job_id] = self.deliver(job)
-            except Exception:
-                # One job's document (e.g. an artifact store that cannot sign) must not hold back
-                # every other thing's notifications: its things get no notify-next this time.
-                log.exception("cannot deliver the document of job %s; its notify-next is skipped", job.job_id)
+            except DocumentUnavailable:
+                # One job's document must not hold back every other thing's notifications.
                 broken.add(job.job_id)
         views: dict[str, PendingChanged] = {}
+        undeliverable: dict[str, str] = {}
         for thing, rows in by_thing.items():
             head = heads[thing]
             if head is not None and head.job_id in broken:
                 views[thing] = PendingChanged(thing, self.listing(rows), None, True, False)
+                undeliverable[thing] = head.job_id
                 continue
             execution = self.execution(head, documents.get(head.job_id)) if head is not None else None
             views[thing] = PendingChanged(thing, self.listing(rows), execution, True, True)
-        return views
+        return views, undeliverable

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fleetjobs.artifacts import ArtifactNotFound, ArtifactStore
+from fleetjobs.artifacts import ArtifactError, ArtifactNotFound, ArtifactStore
 from fleetjobs.domain import managed_templates, placeholders
 from fleetjobs.domain.arns import parse_arn
 from fleetjobs.domain.errors import InvalidRequest
@@ -95,7 +95,24 @@ async def creation_document(
         packages=lambda name, version: versions.get((name, version)),
         destination_versions=destinations,
     )
+    check_servable(resolved, store)
     return resolved, (document if resolved != document else None)
+
+
+def check_servable(document: str, store: ArtifactStore | None) -> None:
+    """Refuse a document whose presigned-URL placeholder names an object the artifact store can
+    never serve (e.g. the local store's ``a//b`` or ``..`` keys): stored, it would fail every
+    delivery to every target, so CreateJob says so now, naming the URL."""
+    if store is None:
+        return
+    for obj in placeholders.presigned_objects(document):
+        try:
+            store.check_servable(obj)
+        except ArtifactError as e:
+            raise InvalidRequest(
+                f"The presigned URL placeholder for s3://{obj.bucket}/{obj.key} names an object the artifact "
+                f"store cannot serve: {e}."
+            ) from None
 
 
 def delivery_document(document: str | None, config: dict[str, Any] | None, store: ArtifactStore | None) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, insert, or_, select, update
 
 from fleetjobs.service.context import ServiceContext
 from fleetjobs.service.effects.device_views import DeviceViews
@@ -21,6 +21,8 @@ from fleetjobs.store.tables import EXECUTIONS, PENDING_NOTICES
 
 LEASE_SECONDS = 30.0
 JOB_PAGE = 500
+# A notify-next whose document cannot be built is tried again after 1 s, then 2, 4, ... up to this.
+DOCUMENT_RETRY_MAX_SECONDS = 60.0
 
 
 @dataclass
@@ -31,6 +33,8 @@ class NoticeBatch:
     job_cursors: dict[int, int | None] = field(default_factory=dict)
     # taken but left for the next batch (the batch was full): their lease is given back
     untouched: list[int] = field(default_factory=list)
+    # (thing, job at its head) whose notify-next waits for a document that cannot be built now
+    retry_next: list[tuple[str, str]] = field(default_factory=list)
 
 
 class NoticeDrain:
@@ -39,6 +43,10 @@ class NoticeDrain:
         self.views = views
         self.limit = limit
         self.things = things  # at most about this many things per batch, however the notices are made
+        # thing -> how many times running its notify-next has waited for its document: the backoff.
+        # Per instance (another instance that takes the notice starts again at 1 s); an entry lives
+        # only while that thing's document keeps failing.
+        self._document_waits: dict[str, int] = {}
 
     async def take(self) -> NoticeBatch | None:
         wall = time.time()
@@ -93,14 +101,29 @@ class NoticeDrain:
                 for _, thing in page:
                     want(thing, n.next_always, n.job_id)
                 batch.job_cursors[n.id] = page[-1].id if len(page) == JOB_PAGE else None
-            views = await self.views.pending_views(conn, list(wanted))
+            views, undeliverable = await self.views.pending_views(conn, list(wanted))
         for thing, (always, jobs) in wanted.items():
             view = views[thing]
+            if thing in undeliverable:
+                # Its $next document cannot be built now: the listing goes out (notify), the
+                # notify-next waits in a notice of its own, retried with backoff, so that it
+                # neither holds back the batch nor spins; a notify-next without the document it
+                # exists to carry would leave the device with a job it cannot run.
+                waiting_job = undeliverable[thing]
+                batch.changes.append(PendingChanged(thing, view.listing, None, True, False))
+                if always or waiting_job in jobs:
+                    batch.retry_next.append((thing, waiting_job))
+                continue
+            self._document_waits.pop(thing, None)
             head_job = view.execution["jobId"] if view.execution is not None else None
-            # A view that could not be built (notify_next False) publishes its listing only.
-            next_wanted = view.notify_next and (always or head_job in jobs)
+            next_wanted = always or head_job in jobs
             batch.changes.append(PendingChanged(thing, view.listing, view.execution, True, next_wanted))
         return batch
+
+    def _retry_delay(self, thing: str) -> float:
+        waits = self._document_waits.get(thing, 0)
+        self._document_waits[thing] = waits + 1
+        return min(DOCUMENT_RETRY_MAX_SECONDS, 2.0**waits)
 
     async def release(self, batch: NoticeBatch) -> None:
         """Give back a batch that was not (wholly) published: every notice stays, with its cursor,
@@ -112,7 +135,23 @@ class NoticeDrain:
             await conn.execute(update(PENDING_NOTICES).where(PENDING_NOTICES.c.id.in_(ids)).values(lease_until=None))
 
     async def done(self, batch: NoticeBatch) -> None:
+        wall = time.time()
         async with self.ctx.db.write() as conn:
+            if batch.retry_next:
+                # Leased until the retry is due: no instance takes them before.
+                await conn.execute(
+                    insert(PENDING_NOTICES),
+                    [
+                        {
+                            "thing_name": thing,
+                            "job_id": job_id,
+                            "next_always": True,
+                            "created_at": self.ctx.clock.now(),
+                            "lease_until": wall + self._retry_delay(thing),
+                        }
+                        for thing, job_id in batch.retry_next
+                    ],
+                )
             if batch.untouched:
                 await conn.execute(
                     update(PENDING_NOTICES).where(PENDING_NOTICES.c.id.in_(batch.untouched)).values(lease_until=None)
