@@ -33,6 +33,21 @@ def start_mosquitto(conf: Path, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("mosquitto did not start")
 
 
+def broker_and_server(
+    backends: Any, tmp_path: Path, extra_conf: str = ""
+) -> tuple[Path, int, subprocess.Popen[bytes], Any]:
+    """A Mosquitto of the test's own (plain, anonymous; restartable from ``conf`` on ``port``) and a
+    server joined to it: (conf, port, broker, server)."""
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n{extra_conf}")
+    broker = start_mosquitto(conf, port)
+    srv = backends.server(
+        env={"FLEETJOBS_MQTT_URL": f"mqtt://127.0.0.1:{port}", "FLEETJOBS_MQTT_CLIENT_ID": unique("gw")}
+    ).start()
+    return conf, port, broker, srv
+
+
 def first_answer(dev: Device, suffix: str, attempts: int = 60) -> tuple[str, dict]:
     for _ in range(attempts):
         try:
@@ -43,13 +58,7 @@ def first_answer(dev: Device, suffix: str, attempts: int = 60) -> tuple[str, dic
 
 
 def test_gateway_reconnects_after_broker_restart(backends, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-    broker = start_mosquitto(conf, port)
-    srv = backends.server(
-        env={"FLEETJOBS_MQTT_URL": f"mqtt://127.0.0.1:{port}", "FLEETJOBS_MQTT_CLIENT_ID": unique("gw")}
-    ).start()
+    conf, port, broker, srv = broker_and_server(backends, tmp_path)
     try:
         iot = srv.client("iot")
         fleet = Fleet(iot)
@@ -116,13 +125,7 @@ class Observer:
 def test_no_notify_next_is_lost_when_the_broker_dies_mid_notification(backends, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A 500-thing job is created while the broker hangs (SIGSTOP), so its notifications are in
     flight when the broker is killed; after the restart every thing is told of the job."""
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n")
-    broker = start_mosquitto(conf, port)
-    srv = backends.server(
-        env={"FLEETJOBS_MQTT_URL": f"mqtt://127.0.0.1:{port}", "FLEETJOBS_MQTT_CLIENT_ID": unique("gw")}
-    ).start()
+    conf, port, broker, srv = broker_and_server(backends, tmp_path, "max_queued_messages 100000\n")
     observer = Observer(port)
     try:
         iot = srv.client("iot")
@@ -153,13 +156,7 @@ def test_no_notify_next_is_lost_when_the_broker_dies_mid_notification(backends, 
 def test_a_device_change_made_while_the_broker_is_away_is_announced_after(backends, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """An HTTPS update while the gateway has no broker: its notify-next (the next job) is kept as a
     durable notice and published once the broker is back, instead of being dropped."""
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-    broker = start_mosquitto(conf, port)
-    srv = backends.server(
-        env={"FLEETJOBS_MQTT_URL": f"mqtt://127.0.0.1:{port}", "FLEETJOBS_MQTT_CLIENT_ID": unique("gw")}
-    ).start()
+    conf, port, broker, srv = broker_and_server(backends, tmp_path)
     observer = None
     try:
         iot, data = srv.client("iot"), srv.client("iot-jobs-data")

@@ -20,9 +20,9 @@ import pytest
 
 from fleetjobs.artifacts.local import MANIFEST, LocalStore
 from tests.fleet import Fleet, thing_arn
-from tests.harness import Server, free_port, unique
+from tests.harness import Server, unique
 from tests.mqtt_device import Device
-from tests.test_mqtt_broker_restart import Observer, start_mosquitto
+from tests.test_mqtt_broker_restart import Observer, broker_and_server
 
 ROLE = {"roleArn": "arn:aws:iam::123456789012:role/JobsS3Read"}
 S3 = "https://s3.amazonaws.com/fleetjobs/"
@@ -203,13 +203,7 @@ def test_undeliverable_document_holds_back_no_other_notice(backends, tmp_path: P
     """The jobs are created while the broker hangs (SIGSTOP), so their notices wait and go out
     together once it resumes: the 20 other things are told of their job, the thing whose document
     cannot be built gets its listing and, once the store signs again, its notify-next."""
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-    broker = start_mosquitto(conf, port)
-    srv = backends.server(
-        env={"FLEETJOBS_MQTT_URL": f"mqtt://127.0.0.1:{port}", "FLEETJOBS_MQTT_CLIENT_ID": unique("gw")}
-    ).start()
+    _, port, broker, srv = broker_and_server(backends, tmp_path)
     observer = Observer(port)
     try:
         iot = srv.client("iot")
