@@ -35,9 +35,11 @@ from fleetjobs.service.groups import ThingGroups
 from fleetjobs.service.jobs import Jobs
 from fleetjobs.service.loops.notice_drain import NoticeDrain
 from fleetjobs.service.loops.purger import JobPurger
+from fleetjobs.service.loops.registration_runner import RegistrationRunner
 from fleetjobs.service.loops.request_log import RequestLog
 from fleetjobs.service.loops.rollout_engine import RolloutEngine
 from fleetjobs.service.packages import Packages
+from fleetjobs.service.registration_tasks import ThingRegistrationTasks
 from fleetjobs.service.shadows import Shadows
 from fleetjobs.service.tags import Tags
 from fleetjobs.service.templates import JobTemplates
@@ -60,6 +62,7 @@ FACADES: dict[str, tuple[type, ...]] = {
         FleetIndex,
         Tags,
         Endpoints,
+        ThingRegistrationTasks,
     ),
     "iot-jobs-data": (DeviceJobs,),
     "iot-data": (Shadows,),
@@ -80,10 +83,12 @@ class Services:
     fleet_index: FleetIndex
     tags: Tags
     endpoints: Endpoints
+    registration_tasks: ThingRegistrationTasks
     # background loops
     rollout: RolloutEngine
     purger: JobPurger
     request_log: RequestLog
+    registration_runner: RegistrationRunner
 
     @classmethod
     def create(
@@ -106,9 +111,11 @@ class Services:
             fleet_index=FleetIndex(ctx),
             tags=Tags(ctx),
             endpoints=Endpoints(ctx, endpoints),
+            registration_tasks=ThingRegistrationTasks(ctx, store),
             rollout=RolloutEngine(ctx),
             purger=JobPurger(ctx),
             request_log=RequestLog(ctx),
+            registration_runner=RegistrationRunner(ctx, store),
         )
 
     def facades(self, service: str) -> list[object]:
@@ -151,6 +158,7 @@ class Background:
         self.tasks.append(asyncio.create_task(self.services.purger.run()))
         self.tasks.append(asyncio.create_task(self.services.rollout.run()))
         self.tasks.append(asyncio.create_task(self.services.request_log.run()))
+        self.tasks.append(asyncio.create_task(self.services.registration_runner.run()))
         if self.broker is not None:
             await self.broker.start()
         if self.gateway is not None:

@@ -650,6 +650,24 @@ def test_certificate_identity_wins_over_username(clients: Any) -> None:
     a.expect("$aws/things/thing-a/jobs/notify", m)
 
 
+def test_service_may_hold_many_requests_unacknowledged(clients: Any) -> None:
+    """fleetjobs acknowledges a request only once it has answered it, and answers the requests that
+    arrived together as one batch: the broker must keep delivering while hundreds are unacknowledged
+    (Mosquitto's default window is 20 messages, which would cap every batch at 20)."""
+    service = clients(certs.SERVICE_IDENTITY)
+    service.c.manual_ack_set(True)
+    assert service.subscribe("$aws/things/thing-a/jobs/+/get") == 1
+    a = clients("thing-a")
+    for i in range(200):
+        a.publish(f"$aws/things/thing-a/jobs/job-{i}/get", "{}")
+    received: list[str] = []
+    while len(received) < 200 and (message := service.next_message()) is not None:
+        received.append(message.topic)
+    assert received == [f"$aws/things/thing-a/jobs/job-{i}/get" for i in range(200)], (
+        f"{len(received)} of 200 arrived without acknowledgements"
+    )
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_service_sees_every_thing(clients: Any, protocol: MQTTProtocolVersion) -> None:
     service = clients(certs.SERVICE_IDENTITY, protocol)

@@ -397,6 +397,25 @@ class DescribeThingGroupResponse(TypedDict, total=False):
     status: str
 
 
+class DescribeThingRegistrationTaskRequest(TypedDict, total=False):
+    taskId: Required[str]
+
+
+class DescribeThingRegistrationTaskResponse(TypedDict, total=False):
+    taskId: str
+    creationDate: float
+    lastModifiedDate: float
+    templateBody: str
+    inputFileBucket: str
+    inputFileKey: str
+    roleArn: str
+    status: str
+    message: str
+    successCount: int
+    failureCount: int
+    percentageProgress: int
+
+
 class DescribeThingRequest(TypedDict, total=False):
     thingName: Required[str]
 
@@ -752,6 +771,30 @@ class ListThingGroupsResponse(TypedDict, total=False):
     nextToken: str
 
 
+class ListThingRegistrationTaskReportsRequest(TypedDict, total=False):
+    taskId: Required[str]
+    reportType: Required[str]
+    nextToken: str
+    maxResults: int
+
+
+class ListThingRegistrationTaskReportsResponse(TypedDict, total=False):
+    resourceLinks: list[str]
+    reportType: str
+    nextToken: str
+
+
+class ListThingRegistrationTasksRequest(TypedDict, total=False):
+    nextToken: str
+    maxResults: int
+    status: str
+
+
+class ListThingRegistrationTasksResponse(TypedDict, total=False):
+    taskIds: list[str]
+    nextToken: str
+
+
 class ListThingTypesRequest(TypedDict, total=False):
     nextToken: str
     maxResults: int
@@ -890,6 +933,25 @@ class SearchIndexResponse(TypedDict, total=False):
     nextToken: str
     things: list[ThingDocument]
     thingGroups: list[ThingGroupDocument]
+
+
+class StartThingRegistrationTaskRequest(TypedDict, total=False):
+    templateBody: Required[str]
+    inputFileBucket: Required[str]
+    inputFileKey: Required[str]
+    roleArn: Required[str]
+
+
+class StartThingRegistrationTaskResponse(TypedDict, total=False):
+    taskId: str
+
+
+class StopThingRegistrationTaskRequest(TypedDict, total=False):
+    taskId: Required[str]
+
+
+class StopThingRegistrationTaskResponse(TypedDict, total=False):
+    pass
 
 
 class Tag(TypedDict, total=False):
@@ -1159,6 +1221,7 @@ OPERATIONS = (
     "DescribeManagedJobTemplate",
     "DescribeThing",
     "DescribeThingGroup",
+    "DescribeThingRegistrationTask",
     "DescribeThingType",
     "GetIndexingConfiguration",
     "GetJobDocument",
@@ -1176,11 +1239,15 @@ OPERATIONS = (
     "ListTagsForResource",
     "ListThingGroups",
     "ListThingGroupsForThing",
+    "ListThingRegistrationTaskReports",
+    "ListThingRegistrationTasks",
     "ListThingTypes",
     "ListThings",
     "ListThingsInThingGroup",
     "RemoveThingFromThingGroup",
     "SearchIndex",
+    "StartThingRegistrationTask",
+    "StopThingRegistrationTask",
     "TagResource",
     "UntagResource",
     "UpdateDynamicThingGroup",

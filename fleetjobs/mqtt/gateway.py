@@ -19,10 +19,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
+import paho.mqtt.client as paho_mqtt
 
 from fleetjobs.clock import Clock
 from fleetjobs.domain.errors import ServiceError, ServiceUnavailable
 from fleetjobs.mqtt import codec, notifications, topics
+from fleetjobs.mqtt.paho_reads import buffer_reads
 from fleetjobs.service import events
 from fleetjobs.service.device_jobs import DatabaseUnavailable, DeviceJobs, database_unreachable
 from fleetjobs.service.effects.device_batch import DeviceCall
@@ -64,6 +66,29 @@ PUBLISH_TIMEOUT = 10.0
 
 class NotConnected(aiomqtt.MqttError):
     """The gateway has no broker connection right now."""
+
+
+class _Confirmation:
+    """Stands in aiomqtt's table of pending publishes for the Event it keeps there: aiomqtt's
+    ``on_publish`` calls ``set()`` when the PUBACK arrives, which resolves the gateway's future."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self.future = future
+
+    def set(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+@dataclass
+class _Sent:
+    """Messages handed to the client in one go, and what became of each (None: acknowledged)."""
+
+    client: aiomqtt.Client | None
+    outcomes: list[BaseException | None]
+    waiting: dict[int, tuple[int, asyncio.Future[None]]]  # index -> (packet id, its PUBACK)
 
 
 CHANGING = (topics.START_NEXT, topics.UPDATE)  # answered once even when delivered twice
@@ -201,9 +226,11 @@ class MqttGateway:
         # crash in between leaves it with the broker, which delivers it again.  aiomqtt does not
         # expose paho's manual acknowledgement, hence the reach into its paho client.
         client._client.manual_ack_set(True)
-        # Notices are published in batches: let them be in flight together instead of warning.
-        client._client.max_inflight_messages_set(100)
-        client.pending_calls_threshold = 1000
+        # No cap of the client's own on publishes awaiting their PUBACK: answers and notices go out
+        # in batches of hundreds, and with a cap paho walks its whole table of in-flight messages
+        # on every PUBACK to find the next one to send.
+        client._client.max_inflight_messages_set(0)
+        buffer_reads(client._client)
         return client
 
     def _ack(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
@@ -223,10 +250,55 @@ class MqttGateway:
         """Publish at QoS 1 and return once the broker has acknowledged it; raise ``aiomqtt.MqttError``
         when it cannot (not connected, connection lost, no PUBACK in time), so that a caller that
         must not lose the message (the notice drain) keeps it for later."""
+        (outcome,) = await self.publish_many([(topic, payload)])
+        if outcome is not None:
+            raise outcome
+
+    async def publish_many(self, messages: list[tuple[str, bytes]]) -> list[BaseException | None]:
+        """Publish at QoS 1, in this order; for each message None once the broker acknowledged it,
+        or the ``aiomqtt.MqttError`` that says why not."""
+        return await self._confirmed(self._send(messages))
+
+    def _send(self, messages: list[tuple[str, bytes]]) -> _Sent:
+        """Hand the messages to the client now (they go on the wire in this order).
+
+        aiomqtt's own ``publish`` keeps one Event, one task and one timer per message and scans its
+        whole table of pending calls on each (twice): with a thousand answers in flight that was a
+        large share of the gateway's CPU.  Here the PUBACKs resolve plain futures, awaited together."""
         client = self._client
+        sent = _Sent(client, [None] * len(messages), {})
         if client is None:
-            raise NotConnected(f"not connected to the broker; cannot publish to {topic}")
-        await client.publish(topic, payload, qos=1, timeout=PUBLISH_TIMEOUT)
+            for i, (topic, _) in enumerate(messages):
+                sent.outcomes[i] = NotConnected(f"not connected to the broker; cannot publish to {topic}")
+            return sent
+        loop = asyncio.get_running_loop()
+        pending: dict[int, Any] = client._pending_publishes
+        for i, (topic, payload) in enumerate(messages):
+            info = client._client.publish(topic, payload, qos=1)
+            if info.rc != paho_mqtt.MQTT_ERR_SUCCESS:
+                sent.outcomes[i] = aiomqtt.MqttCodeError(info.rc, f"could not publish to {topic}")
+            elif not info.is_published():
+                future: asyncio.Future[None] = loop.create_future()
+                pending[info.mid] = _Confirmation(future)
+                sent.waiting[i] = (info.mid, future)
+        return sent
+
+    async def _confirmed(self, sent: _Sent) -> list[BaseException | None]:
+        """Wait (at most PUBLISH_TIMEOUT) for the PUBACKs of what ``_send`` handed over."""
+        if not sent.waiting:
+            return sent.outcomes
+        futures = [future for _, future in sent.waiting.values()]
+        try:
+            await asyncio.wait(futures, timeout=PUBLISH_TIMEOUT)
+        finally:
+            pending: dict[int, Any] = sent.client._pending_publishes if sent.client else {}
+            for i, (mid, future) in sent.waiting.items():
+                if not future.done():
+                    future.cancel()
+                    if pending.get(mid) is not None and getattr(pending[mid], "future", None) is future:
+                        del pending[mid]
+                    sent.outcomes[i] = aiomqtt.MqttError(f"no PUBACK within {PUBLISH_TIMEOUT:g} s")
+        return sent.outcomes
 
     # -- requests -----------------------------------------------------------------------------------
 
@@ -289,7 +361,7 @@ class MqttGateway:
             calls.append(DeviceCall(op, req, key))
             callers.append((item, token))
         waiting = await self._apply(calls, callers, answers) if calls else []
-        await self._answer(answers)
+        self._answer(answers)
         delay = DB_RETRY_FIRST
         while waiting:
             # The database is unreachable: these requests stay unanswered and unacknowledged (the
@@ -308,7 +380,7 @@ class MqttGateway:
                 break
             answers = []
             waiting = await self._apply([c for _, c in waiting], [w for w, _ in waiting], answers)
-            await self._answer(answers)
+            self._answer(answers)
             if not waiting:
                 log.info("the database is back: the requests that waited for it are answered")
 
@@ -336,16 +408,21 @@ class MqttGateway:
                 answers.append((item, "accepted", codec.accepted(outcome, token, now)))
         return waiting
 
-    async def _answer(self, answers: list[tuple[_Incoming, str, bytes]]) -> None:
-        """Publish the answers; acknowledge each request whose answer the broker took."""
+    def _answer(self, answers: list[tuple[_Incoming, str, bytes]]) -> None:
+        """Publish the answers now (so they go out before any later batch's), and acknowledge each
+        request once the broker took its answer, in the background: the next batch does not wait
+        for this one's PUBACKs."""
         if log.isEnabledFor(logging.DEBUG):
             for item, _, _ in answers:
                 log.debug("handled request %s (gateway %s)", item.topic, self.client_id)
-        sent = await asyncio.gather(
-            *(self.publish(f"{item.topic}/{kind}", body) for item, kind, body in answers), return_exceptions=True
-        )
-        for (item, _, _), error in zip(answers, sent, strict=True):
-            if isinstance(error, BaseException):
+        if answers:
+            sent = self._send([(f"{item.topic}/{kind}", body) for item, kind, body in answers])
+            self._spawn(self._acknowledge(answers, sent))
+
+    async def _acknowledge(self, answers: list[tuple[_Incoming, str, bytes]], sent: _Sent) -> None:
+        outcomes = await self._confirmed(sent)
+        for (item, _, _), error in zip(answers, outcomes, strict=True):
+            if error is not None:
                 # The answer did not reach the broker: no PUBACK either, so the broker delivers the
                 # request again after the reconnect and it is answered then (from its record if it
                 # changed something).
@@ -358,11 +435,11 @@ class MqttGateway:
     def on_domain_events(self, committed: list[Any]) -> None:
         """Committed changes: a device request's pending-list change is published at once; notices
         written by service-side changes wake the drain."""
-        for event in committed:
-            if isinstance(event, events.PendingChanged):
-                self._spawn(self._publish_change(event))
-            elif isinstance(event, events.NoticesQueued):
-                self._notices_waiting.set()
+        changed = [event for event in committed if isinstance(event, events.PendingChanged)]
+        if changed:
+            self._spawn(self._publish_changes(changed))
+        if any(isinstance(event, events.NoticesQueued) for event in committed):
+            self._notices_waiting.set()
 
     async def run_notices(self, drain: NoticeDrain, poll: float = 0.5) -> None:
         """Work through the durable notices (this instance's and, after their lease, dead ones')."""
@@ -377,10 +454,7 @@ class MqttGateway:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._notices_waiting.wait(), timeout=poll)
                     continue
-                outcomes = await asyncio.gather(
-                    *(self._publish_change(change, strict=True) for change in batch.changes), return_exceptions=True
-                )
-                failed = [o for o in outcomes if isinstance(o, BaseException)]
+                failed = await self._publish_changes(batch.changes, strict=True)
                 if failed:
                     # Nothing of the batch is deleted: its notices go out again once the broker is back.
                     log.warning(
@@ -404,32 +478,47 @@ class MqttGateway:
                 await asyncio.sleep(min(DB_RETRY_MAX, DB_RETRY_FIRST * 2**unreachable))
                 unreachable += 1
 
-    async def _publish_change(self, change: events.PendingChanged, *, strict: bool = False) -> None:
-        """``strict``: raise when the broker did not take a message (the drain keeps the notice);
-        otherwise (a device request's own change, already answered) the change becomes a durable
-        notice, published once a connection is up (by any worker or instance)."""
+    async def _publish_changes(
+        self, changes: list[events.PendingChanged], *, strict: bool = False
+    ) -> list[BaseException]:
+        """Publish the notify / notify-next of each change, all in flight together; return the errors
+        of the changes whose messages the broker did not all take.
+
+        ``strict`` (the notice drain): that is all, the drain keeps those notices.  Otherwise (device
+        requests' own changes, already answered) each such change becomes a durable notice, published
+        once a connection is up (by any worker or instance)."""
         now = self.clock.now()
-        thing = change.thing_name
-        try:
+        messages: list[tuple[str, bytes]] = []
+        owners: list[int] = []  # the change each message belongs to
+        for n, change in enumerate(changes):
+            thing = change.thing_name
             if change.notify:
-                await self.publish(
-                    topics.jobs_topic(thing, "notify"), notifications.notify_payload(change.listing, now)
-                )
+                messages.append((topics.jobs_topic(thing, "notify"), notifications.notify_payload(change.listing, now)))
+                owners.append(n)
             if change.notify_next:
                 execution = change.execution
                 if execution is not None:
                     execution = {**execution, "jobDocument": codec.document_object(execution.get("jobDocument"))}
-                await self.publish(
-                    topics.jobs_topic(thing, "notify-next"), notifications.notify_next_payload(execution, now)
-                )
-        except aiomqtt.MqttError as e:
-            if strict:
-                raise
-            log.warning("could not notify %s now (%s); it is announced once the broker takes it", thing, e)
-            try:
-                await self.device.announce_later(thing, change.notify_next)
-            except Exception:
-                log.exception("could not keep the notification of %s for later", thing)
+                payload = notifications.notify_next_payload(execution, now)
+                messages.append((topics.jobs_topic(thing, "notify-next"), payload))
+                owners.append(n)
+        outcomes = await self.publish_many(messages)
+        failed: dict[int, BaseException] = {}
+        for n, error in zip(owners, outcomes, strict=True):
+            if error is not None:
+                failed.setdefault(n, error)
+        if strict or not failed:
+            return list(failed.values())
+        first = next(iter(failed.values()))
+        log.warning("could not notify %d things now (%s); announced once the broker takes it", len(failed), first)
+        for notify_next in (False, True):
+            things = [changes[n].thing_name for n in failed if changes[n].notify_next is notify_next]
+            if things:
+                try:
+                    await self.device.announce_later(things, notify_next)
+                except Exception:
+                    log.exception("could not keep the notifications of %d things for later", len(things))
+        return list(failed.values())
 
     async def close(self) -> None:
         for task in [*self._workers, *self._tasks]:

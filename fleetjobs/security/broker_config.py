@@ -148,6 +148,11 @@ persistence_location {d / DATA_NAME}/
 autosave_interval 30
 # Requests queued for fleetjobs while it restarts can be many (the default is 1000 per client).
 max_queued_messages 100000
+# QoS 1 messages a client may have unacknowledged at once (MQTT 3.1.1 clients; an MQTT 5 client's
+# own Receive Maximum wins). fleetjobs acknowledges a request only once it is answered, and handles
+# the requests that arrive together as one batch: with Mosquitto's default of 20 it would never see
+# more than 20 requests at a time, whatever the fleet sends.
+max_inflight_messages 1000
 # Small request/response messages: send them at once rather than waiting to fill a segment.
 set_tcp_nodelay true
 

@@ -187,9 +187,9 @@ class DeviceJobs:
         assert outcome is not None  # a lone request is never deferred: nothing comes after it
         return outcome
 
-    async def announce_later(self, thing_name: str, notify_next: bool) -> None:
+    async def announce_later(self, thing_names: list[str], notify_next: bool) -> None:
         """A device request's change whose notification the broker did not take (not connected,
         no PUBACK): it becomes a durable notice, which the notice drain of this or any instance
         publishes once a broker connection is up, so the thing is still told."""
         async with self.ctx.db.write() as conn:
-            await notice_things(conn, [thing_name], self.ctx.clock.now(), next_always=notify_next)
+            await notice_things(conn, thing_names, self.ctx.clock.now(), next_always=notify_next)

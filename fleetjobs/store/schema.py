@@ -272,3 +272,46 @@ class ServiceSetting(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_at: Mapped[float] = mapped_column(Epoch)
+
+
+class ThingRegistrationTask(Base):
+    """StartThingRegistrationTask: one bulk registration, worked through its input file chunk by chunk.
+
+    ``cursor`` is the byte offset in the input file of the first line not yet committed (and
+    ``next_line`` that line's 0-based number): each chunk's things, its report parts and the new
+    cursor commit together, so a task resumes exactly where it stopped.  Whoever runs the task holds
+    ``lease_owner`` until ``lease_until`` (``time.time()``), renewed by every chunk."""
+
+    __tablename__ = "thing_registration_tasks"
+    task_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    template_body: Mapped[str] = mapped_column(Text)
+    input_file_bucket: Mapped[str] = mapped_column(String(256))
+    input_file_key: Mapped[str] = mapped_column(Text)
+    role_arn: Mapped[str] = mapped_column(Text)
+    message: Mapped[str | None] = mapped_column(Text)
+    success_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    failure_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    input_size: Mapped[int] = mapped_column(BigInteger)
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    next_line: Mapped[int] = mapped_column(BigInteger, default=0)
+    parts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[float | None] = mapped_column(Epoch)
+    created_at: Mapped[float] = mapped_column(Epoch)
+    last_modified_at: Mapped[float] = mapped_column(Epoch)
+
+
+class ThingRegistrationReport(Base):
+    """One object of a registration task's ERRORS or RESULTS report (a chunk's lines, newline-delimited
+    JSON) in the artifact store; ListThingRegistrationTaskReports presigns them in ``part`` order."""
+
+    __tablename__ = "thing_registration_reports"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("thing_registration_tasks.task_id", ondelete="CASCADE"))
+    report_type: Mapped[str] = mapped_column(String(16))
+    part: Mapped[int] = mapped_column(Integer)
+    bucket: Mapped[str] = mapped_column(String(256))
+    key: Mapped[str] = mapped_column(Text)
+    lines: Mapped[int] = mapped_column(Integer)
+    __table_args__ = (UniqueConstraint("task_id", "report_type", "part"),)
